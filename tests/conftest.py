@@ -1,0 +1,38 @@
+"""Fixtures shared by every test layer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from settings import Settings
+from tests.support import skip_or_fail
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings for an isolated instance: its own DB, logs and instance name."""
+    return Settings(
+        db_url=f"sqlite:///{tmp_path / 'dxg.db'}",
+        log_dir=tmp_path / "logs",
+        catalog=REPO_ROOT / "models.yaml",
+    )
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[object]:
+    """A connected Docker SDK client, or a skip (a failure when DXG_REQUIRE_DOCKER=1)."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=30)
+        client.ping()
+    except Exception as exc:
+        skip_or_fail("DXG_REQUIRE_DOCKER", f"no Docker engine answers: {exc}")
+    yield client
+    client.close()
