@@ -1,8 +1,40 @@
 """A model-server simulator that speaks the NIM, llama.cpp and vLLM HTTP dialects.
 
-Run it with ``python -m simulator --engine nim --port 8000 --model-id demo``.
-It needs only the standard library plus starlette and uvicorn, so the same
-package runs from the venv and inside the ``dxg-sim:local`` scratch image.
-Its timing is deterministic and every reply states the timing it intended,
-so tests and benchmark calibration can compare measurements with ground truth.
+Run it with ``python -m simulator --engine nim --port 8000 --model-id demo``
+(``--help`` lists the knobs). It needs only the standard library plus
+starlette and uvicorn, so the same package runs from the venv and inside the
+``dxg-sim:local`` scratch image (``python -m simulator.image`` builds it).
+
+Readiness, per engine, ``--startup-s`` after the process started:
+
+- nim: ``/v1/health/live`` 200 as soon as it listens; ``/v1/health/ready``
+  503 until loaded, then 200. ``/v1/models`` and chat answer 503 until then.
+- llamacpp: every route answers 503
+  ``{"error":{"code":503,"message":"Loading model","type":"unavailable_error"}}``
+  until loaded; then ``/health`` gives 200 ``{"status":"ok"}``.
+- vllm: like real vLLM (>= 0.6), the port is bound at start but only listens
+  once loaded, so connections are refused while loading; after that
+  ``/health`` is 200 and ``/v1/models`` lists the model. With
+  ``--serve-while-loading`` it answers during the load instead: ``/health``
+  200, ``/v1/models`` an empty list, chat 503. Either way "ready" means
+  "``/v1/models`` lists the model", the gate a probe applies to real vLLM.
+
+Timing: token ``i`` of a reply is sent at ``arrival + ttft + i / rate`` on
+absolute deadlines (no drift). The first stream frame carries only the role
+(``"content": null`` for llamacpp, ``""`` otherwise) and is sent at once.
+Replies are ``max_tokens`` tokens (``--max-tokens-default`` if unset) cycling
+through ``tokens.WORDS``; ``prompt_tokens`` counts whitespace-separated
+words. Headers ``x-sim-ttft-ms`` / ``x-sim-tokens-per-s`` and a ``"sim"``
+object in the JSON reply or the last stream chunk state the intended timing
+and how late the server itself was (``max_late_ms``, ``mean_late_ms``).
+
+Log lines (stderr, flushed at once) carry ``SIM_EVENT <name> t=<epoch>``
+for start, listening, ready, crash, fail_start, sigterm_ignored, stopping
+and stopped; ``events.parse_event`` reads them and ``process.SimulatorProcess``
+runs the simulator as a child and waits on them.
+
+Exit codes: 0 after SIGTERM/SIGINT (open streams get 5 s to finish),
+3 for ``--fail-start`` (before listening), 4 if the port cannot be bound,
+``--crash-exit-code`` (default 1) for ``--crash-after-s``, and death by
+SIGKILL (-9 / 137) when ``--ignore-sigterm`` made SIGTERM a no-op.
 """

@@ -1,0 +1,126 @@
+"""Command-line knobs of the simulator, parsed into one frozen ``SimConfig``."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+ENGINES = ("nim", "llamacpp", "vllm")
+
+# Exit codes are part of the contract with the lifecycle code and its tests.
+EXIT_OK = 0
+EXIT_FAIL_START = 3
+EXIT_BIND_FAILED = 4
+DEFAULT_CRASH_EXIT_CODE = 1
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    engine: str
+    port: int
+    model_id: str
+    host: str = "127.0.0.1"
+    startup_s: float = 0.0
+    ttft_ms: float = 100.0
+    tokens_per_s: float = 50.0
+    crash_after_s: float | None = None
+    crash_exit_code: int = DEFAULT_CRASH_EXIT_CODE
+    fail_start: bool = False
+    ignore_sigterm: bool = False
+    max_tokens_default: int = 64
+    serve_while_loading: bool = False
+
+    @property
+    def ttft_s(self) -> float:
+        return self.ttft_ms / 1000.0
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number > 0, got {text}")
+    return value
+
+
+def _exit_code(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 255:
+        raise argparse.ArgumentTypeError(f"must be 1..255 (0 would look like a clean stop), got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m simulator",
+        description="Simulated NIM / llama.cpp / vLLM model server with deterministic timing.",
+    )
+    p.add_argument("--engine", choices=ENGINES, required=True, help="which server's HTTP dialect to speak")
+    p.add_argument("--port", type=int, required=True, help="TCP port (0 lets the OS pick; see the log)")
+    p.add_argument("--model-id", required=True, help="model name served in /v1/models and replies")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 inside a container)")
+    p.add_argument("--startup-s", type=_non_negative, default=0.0, help="seconds from start until ready")
+    p.add_argument("--ttft-ms", type=_non_negative, default=100.0, help="request arrival to first token")
+    p.add_argument("--tokens-per-s", type=_positive, default=50.0, help="token rate after the first one")
+    p.add_argument(
+        "--crash-after-s", type=_positive, default=None, help="exit abruptly this long after start"
+    )
+    p.add_argument(
+        "--crash-exit-code",
+        type=_exit_code,
+        default=DEFAULT_CRASH_EXIT_CODE,
+        help=f"exit code of --crash-after-s (default {DEFAULT_CRASH_EXIT_CODE}; 137 mimics an OOM kill)",
+    )
+    p.add_argument("--fail-start", action="store_true", help=f"exit {EXIT_FAIL_START} before listening")
+    p.add_argument("--ignore-sigterm", action="store_true", help="survive SIGTERM; only SIGKILL ends it")
+    p.add_argument(
+        "--max-tokens-default",
+        type=_positive_int,
+        default=64,
+        help="reply length in tokens when a request sets no max_tokens",
+    )
+    p.add_argument(
+        "--serve-while-loading",
+        action="store_true",
+        help="vllm only: answer HTTP while loading (/health 200, empty /v1/models) instead of "
+        "refusing connections like real vLLM",
+    )
+    return p
+
+
+def parse_args(argv: Sequence[str] | None = None) -> SimConfig:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    if not 0 <= ns.port <= 65535:
+        parser.error(f"--port must be 0..65535, got {ns.port}")
+    if ns.serve_while_loading and ns.engine != "vllm":
+        parser.error("--serve-while-loading only applies to --engine vllm (the others always answer)")
+    return SimConfig(
+        engine=ns.engine,
+        port=ns.port,
+        model_id=ns.model_id,
+        host=ns.host,
+        startup_s=ns.startup_s,
+        ttft_ms=ns.ttft_ms,
+        tokens_per_s=ns.tokens_per_s,
+        crash_after_s=ns.crash_after_s,
+        crash_exit_code=ns.crash_exit_code,
+        fail_start=ns.fail_start,
+        ignore_sigterm=ns.ignore_sigterm,
+        max_tokens_default=ns.max_tokens_default,
+        serve_while_loading=ns.serve_while_loading,
+    )
