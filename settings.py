@@ -45,10 +45,38 @@ class Settings(BaseSettings):
     catalog: Path = Field(default=Path("models.yaml"), description="Path of the model catalog.")
     db_url: str = Field(default="sqlite:///data/dxg.db", description="SQLAlchemy URL of the event store.")
     log_dir: Path = Field(default=Path("logs"), description="Where logs/{model_id}.log are written.")
+    run_dir: Path = Field(default=Path("data/run"), description="Pidfiles of the servers this app started.")
     host: str = Field(default="127.0.0.1", description="Address the app binds to.")
     port: int = Field(default=8080, ge=1, le=65535, description="Port the app listens on.")
     api_token: SecretStr | None = Field(default=None, description="Bearer token required on /api.")
     instance: str = Field(default="", description="Names this instance's containers and processes.")
+    # Restart policy: the figures DESIGN.md gives; Docker's own (100 ms .. 60 s) is too eager for
+    # servers whose start takes minutes, Kubernetes' (10 s .. 300 s) too slow for a desk.
+    restart_initial_s: float = Field(default=2.0, gt=0, description="First restart delay after a crash.")
+    restart_factor: float = Field(
+        default=2.0, ge=1, description="Each further restart waits this much longer."
+    )
+    restart_max_s: float = Field(default=60.0, gt=0, description="Longest restart delay.")
+    restart_reset_after_s: float = Field(
+        default=600.0, ge=0, description="Ready this long before a crash: the delay starts over."
+    )
+    crash_limit: int = Field(
+        default=5, ge=1, description="This many crashes within crash_window_s: give up (failed)."
+    )
+    crash_window_s: float = Field(default=600.0, gt=0, description="Window counted for crash_limit.")
+    tick_s: float = Field(default=1.0, gt=0, description="How often the reconciler re-checks every server.")
+    fast_tick_s: float = Field(
+        default=0.25, gt=0, description="The reconciler's interval while a server starts or stops."
+    )
+    stop_grace_s: float = Field(
+        default=10.0, ge=0, description="SIGTERM / docker stop, then a kill after this long."
+    )
+    keep_running_on_exit: bool = Field(
+        default=False, description="Leave servers running when the app exits; the next start adopts them."
+    )
+    catalog_poll_s: float = Field(
+        default=1.0, gt=0, description="How often models.yaml is checked for changes."
+    )
 
     @model_validator(mode="after")
     def _derive_instance(self) -> Settings:
@@ -64,6 +92,7 @@ class Settings(BaseSettings):
     def ensure_dirs(self) -> None:
         """Create the log folder and the SQLite file's folder."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         path = sqlite_path(self.db_url)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -71,7 +71,12 @@ class VolumeMount(BaseModel):
 
 
 class DockerSettings(BaseModel):
-    """runtime: docker -- one container run from an image."""
+    """runtime: docker -- one container run from an image.
+
+    ``command`` replaces the image's CMD (the arguments) and ``entrypoint`` its ENTRYPOINT;
+    both are lists, so no shell splits or interprets them. ``mem_limit`` caps the container's
+    memory (swap included), so a runaway server is OOM-killed instead of thrashing the host.
+    """
 
     model_config = STRICT
 
@@ -80,6 +85,9 @@ class DockerSettings(BaseModel):
     volumes: tuple[VolumeMount, ...] = ()
     gpus: Literal["all"] | tuple[str, ...] | None = None  # None: no GPU
     shm_size: str | None = None
+    command: tuple[str, ...] | None = None
+    entrypoint: tuple[str, ...] | None = None
+    mem_limit: str | None = None
 
     @field_validator("ports", mode="before")
     @classmethod
@@ -117,12 +125,25 @@ class DockerSettings(BaseModel):
             "or leave it out for no GPU"
         )
 
-    @field_validator("shm_size")
+    @field_validator("shm_size", "mem_limit")
     @classmethod
-    def _shm_size(cls, value: str | None) -> str | None:
+    def _size(cls, value: str | None) -> str | None:
         if value is not None and not _SIZE_RE.fullmatch(value):
             raise ValueError(f"{value!r} is not a size; write it like '16gb' or '512m'")
         return value
+
+    @field_validator("command", "entrypoint", mode="before")
+    @classmethod
+    def _argv(cls, value: Any) -> Any:
+        if value is None:
+            return value
+        # A string would need shell-like splitting, which is where quoting surprises come from.
+        if not isinstance(value, list) or not value or not all(is_scalar(item) for item in value):
+            raise ValueError(
+                f"{value!r} is not allowed; write a non-empty list of words, "
+                'e.g. ["--port", "8000"], or leave it out to keep the image\'s own'
+            )
+        return tuple(str(item) for item in value)
 
 
 def is_scalar(value: Any) -> bool:

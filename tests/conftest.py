@@ -20,6 +20,7 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(
         db_url=f"sqlite:///{tmp_path / 'dxg.db'}",
         log_dir=tmp_path / "logs",
+        run_dir=tmp_path / "run",
         catalog=REPO_ROOT / "models.yaml",
     )
 

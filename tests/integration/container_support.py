@@ -1,0 +1,78 @@
+"""Helpers for the docker and compose runtime tests: the simulator image, cleanup, settings."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+from docker import DockerClient
+from docker.errors import APIError, NotFound
+
+from lifecycle.runtimes.containers import LABEL_INSTANCE
+from lifecycle.runtimes.logfile import log_path
+from settings import Settings
+from simulator.image.build import build_image
+from tests.conftest import REPO_ROOT
+
+COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
+
+
+def ensure_sim_image() -> str:
+    """dxg-sim:local, built by the `make sim-image` entry when missing or out of date."""
+    return build_image().tag
+
+
+def sim_args(model_id: str, *extra: str) -> list[str]:
+    """The simulator's arguments for a NIM on port 8000 inside a container."""
+    return ["--engine", "nim", "--port", "8000", "--host", "0.0.0.0", "--model-id", model_id, *extra]
+
+
+def isolated_settings(root: Path, name: str) -> Settings:
+    """A second app instance next to the ``settings`` fixture's: own DB, logs and instance."""
+    root.mkdir(parents=True, exist_ok=True)
+    return Settings(
+        db_url=f"sqlite:///{root / f'{name}.db'}",
+        log_dir=root / "logs",
+        run_dir=root / "run",
+        catalog=REPO_ROOT / "models.yaml",
+    )
+
+
+def remove_leftovers(client: DockerClient, instances: Iterable[str], projects: Iterable[str] = ()) -> None:
+    """Remove every container of these instances (by label) and compose projects, and their networks.
+
+    Runs after each test whatever happened, so a failed test leaves nothing running.
+    """
+    filters = [{"label": f"{LABEL_INSTANCE}={instance}"} for instance in instances]
+    filters += [{"label": f"{COMPOSE_PROJECT_LABEL}={project}"} for project in projects]
+    for selector in filters:
+        for container in client.containers.list(all=True, filters=selector):
+            with contextlib.suppress(NotFound):
+                container.remove(force=True, v=True)
+    for project in projects:
+        for network in client.networks.list(filters={"label": f"{COMPOSE_PROJECT_LABEL}={project}"}):
+            with contextlib.suppress(NotFound, APIError):
+                network.remove()
+
+
+def log_text(settings: Settings, model_id: str) -> str:
+    path = log_path(settings.log_dir, model_id)
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+class ExitRecorder:
+    """An on_exit callback that remembers its calls, safe to read from the test's thread."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int | None]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, model_id: str, exit_code: int | None) -> None:
+        with self._lock:
+            self.calls.append((model_id, exit_code))
+
+    def seen(self) -> list[tuple[str, int | None]]:
+        with self._lock:
+            return list(self.calls)
