@@ -44,12 +44,14 @@ class Phase(StrEnum):
 # the table is for the reconciler to check its own moves and for readers to learn
 # the lifecycle; a unit test keeps it and the fold in agreement.
 TRANSITIONS: Final[dict[Phase, frozenset[Phase]]] = {
-    Phase.STOPPED: frozenset({Phase.STARTING, Phase.READY}),  # READY: adopting a live server
+    # READY: adopting a live server; CRASHED: a start that failed before any server ran
+    # (port in use, image missing), which counts towards the restart policy like a crash.
+    Phase.STOPPED: frozenset({Phase.STARTING, Phase.READY, Phase.CRASHED}),
     Phase.STARTING: frozenset({Phase.READY, Phase.STOPPING, Phase.CRASHED, Phase.STOPPED}),
     Phase.READY: frozenset({Phase.STOPPING, Phase.CRASHED, Phase.STOPPED}),
     Phase.STOPPING: frozenset({Phase.STOPPED, Phase.CRASHED}),
     Phase.CRASHED: frozenset({Phase.BACKOFF, Phase.FAILED, Phase.STARTING, Phase.STOPPED}),
-    Phase.BACKOFF: frozenset({Phase.STARTING, Phase.FAILED, Phase.STOPPED}),
+    Phase.BACKOFF: frozenset({Phase.STARTING, Phase.FAILED, Phase.STOPPED, Phase.CRASHED}),
     Phase.FAILED: frozenset({Phase.STOPPED}),  # only a new load request leaves failed
 }
 

@@ -1,0 +1,345 @@
+"""LifecycleService: the one door through which the UI, the API and the CLI load, unload and read.
+
+Commands only record what the user wants (LoadRequested / UnloadRequested) and kick the
+reconciler, which is the only thing that starts or stops servers. They are idempotent: a
+request for what is already wanted appends nothing, and concurrent requests race on the
+stream's expected version, so ten clicks on Load append one LoadRequested and start one server.
+
+Reads come from the projection (one query for every model) plus short-lived caches for what
+is slow to ask (runtime availability) or derived from events (load-time medians).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import threading
+import time
+import tomllib
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from db.session import make_engine
+from db.store import ConcurrencyConflict, EventStore
+from lifecycle.availability import AvailabilityCache
+from lifecycle.catalog import Catalog, ModelSpec, RuntimeKind
+from lifecycle.catalog_watch import CatalogHolder
+from lifecycle.docker_watch import DockerPing, DockerWatch
+from lifecycle.events import (
+    APP_STREAM,
+    AppStarted,
+    AppStopped,
+    Event,
+    InvalidStream,
+    LoadRequested,
+    RecordedEvent,
+    UnloadRequested,
+    check_model_id,
+    model_stream,
+)
+from lifecycle.history_cache import HistoryCache
+from lifecycle.policy import RestartPolicy
+from lifecycle.projection import ModelState
+from lifecycle.reconciler import Reconciler
+from lifecycle.runtimes.base import Availability, Handle
+from lifecycle.runtimes.registry import Runtimes
+from lifecycle.service_errors import CannotLoad, InvalidRequest, LifecycleError, UnknownModel
+from lifecycle.states import LOADED, RUNNING, UNLOADED, Phase
+from lifecycle.status_view import ModelStatus, model_status
+from lifecycle.wakeup import ChangeSignal
+from settings import Settings
+
+__all__ = [
+    "CannotLoad",
+    "InvalidRequest",
+    "LifecycleError",
+    "LifecycleService",
+    "ModelStatus",
+    "UnknownModel",
+]
+
+log = logging.getLogger(__name__)
+
+APP_ACTOR: Final = "app"
+ACTOR_MAX: Final = 64
+HISTORY_LIMIT_MAX: Final = 1000
+LOG_TAIL_MAX: Final = 10_000
+# Commands retry a lost race this often; each loss means someone else's request got in.
+COMMAND_ATTEMPTS: Final = 20
+# wait() re-reads at least this often, in case another process writes the same database.
+WAIT_RECHECK_S: Final = 1.0
+CONTAINER_RUNTIMES: Final = frozenset({RuntimeKind.DOCKER.value, RuntimeKind.COMPOSE.value})
+PYPROJECT: Final = Path(__file__).resolve().parent.parent / "pyproject.toml"
+
+
+class LifecycleService:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: EventStore | None = None,
+        runtimes: Runtimes | None = None,
+        policy: RestartPolicy | None = None,
+    ) -> None:
+        self.settings = settings
+        self._store = store if store is not None else EventStore(make_engine(settings.db_url))
+        self._runtimes = runtimes if runtimes is not None else Runtimes(settings)
+        self._policy = policy or RestartPolicy.from_settings(settings)
+        self._catalog = CatalogHolder(settings.catalog)
+        self._catalog.reload()
+        self._changes = ChangeSignal()
+        self._histories = HistoryCache(self._store, self._policy)
+        self._availability = AvailabilityCache(self._runtimes)
+        self._reconciler = Reconciler(
+            settings, self._store, self._runtimes, self._catalog, self._histories, self._policy, self._changes
+        )
+        self._docker_watch = DockerWatch(settings.instance, self._reconciler.kick)
+        self._docker_ping = DockerPing()
+        self._lifecycle = threading.Lock()
+        self._started = False
+        self._stopped = False
+
+    # --- the service's own lifecycle ---------------------------------------------------------
+
+    def start(self) -> None:
+        """Load the catalog, record AppStarted, adopt or stop leftovers, start the reconciler.
+
+        The database must be migrated already (the app's lifespan does that first).
+        """
+        with self._lifecycle:
+            if self._started:
+                return
+            self._started = True
+        self.settings.ensure_dirs()
+        self._catalog.reload()
+        self._append_app(AppStarted(instance=self.settings.instance, pid=os.getpid()))
+        self._availability.prime(self._catalog.catalog)
+        self._reconciler.adopt()  # waits for a readable catalog if this one is broken
+        self._reconciler.start(jobs=[("catalog", self.settings.catalog_poll_s, self._poll_catalog)])
+        self._watch_docker_if_needed()
+
+    def shutdown(self) -> None:
+        """Stop every server this app manages (unless keep_running_on_exit) and record it all."""
+        with self._lifecycle:
+            if not self._started or self._stopped:
+                return
+            self._stopped = True
+        keep = self.settings.keep_running_on_exit
+        self._docker_watch.close()
+        self._reconciler.shutdown(stop_servers=not keep)
+        self._append_app(AppStopped(reason="shutdown, servers left running" if keep else "shutdown"))
+        self._availability.close()
+
+    def _poll_catalog(self) -> None:
+        if not self._catalog.reload_if_changed():
+            return
+        self._availability.prime(self._catalog.catalog)
+        self._reconciler.adopt()  # no-op unless the catalog just became readable for the first time
+        self._watch_docker_if_needed()
+        self._reconciler.kick()  # new models need nothing, removed ones need stopping
+
+    def _watch_docker_if_needed(self) -> None:
+        uses_docker = any(str(spec.runtime) in CONTAINER_RUNTIMES for spec in self._catalog.catalog)
+        if uses_docker and not self._docker_watch.running:
+            self._docker_watch.start()
+
+    def _append_app(self, event: Event) -> None:
+        for _ in range(COMMAND_ATTEMPTS):
+            try:
+                self._store.append(APP_STREAM, [event], self._store.current_version(APP_STREAM), APP_ACTOR)
+                return
+            except ConcurrencyConflict:
+                continue
+
+    # --- commands ----------------------------------------------------------------------------
+
+    def load(self, model_id: str, actor: str = "ui") -> ModelStatus:
+        """Ask for the model to be loaded; returns at once (``wait`` waits for ready)."""
+        actor = _checked_actor(actor)
+        spec = self._spec(model_id)
+        if not spec.can_load:
+            how = spec.manual_start or f"start it by hand so that it answers at {spec.url}"
+            raise CannotLoad(f"{spec.name} is an external server that the app does not start: {how}")
+        for _ in range(COMMAND_ATTEMPTS):
+            state = self._state(model_id)
+            if state.desired == LOADED and state.phase != Phase.FAILED:
+                break  # already asked for; the reconciler is on it
+            if state.phase not in RUNNING:
+                availability = self._availability.refresh(spec)
+                if not availability.available:
+                    raise CannotLoad(f"{spec.name} can't be loaded: {availability.reason}")
+            try:
+                self._store.append(model_stream(model_id), [LoadRequested()], state.version, actor)
+            except ConcurrencyConflict:
+                continue  # someone else's request got in first: look again
+            self._changes.notify()
+            break
+        self._reconciler.kick()
+        return self.status_of(model_id)
+
+    def unload(self, model_id: str, actor: str = "ui") -> ModelStatus:
+        """Ask for the model's server to be stopped; returns at once (``wait`` waits for stopped)."""
+        actor = _checked_actor(actor)
+        spec = self._spec(model_id)
+        if not spec.can_load:
+            raise CannotLoad(
+                f"{spec.name} is an external server that the app does not stop: stop it where it was started"
+            )
+        for _ in range(COMMAND_ATTEMPTS):
+            state = self._state(model_id)
+            if state.desired == UNLOADED:
+                break
+            try:
+                self._store.append(
+                    model_stream(model_id), [UnloadRequested(reason="user")], state.version, actor
+                )
+            except ConcurrencyConflict:
+                continue
+            self._changes.notify()
+            break
+        self._reconciler.kick()
+        return self.status_of(model_id)
+
+    def wait(self, model_id: str, until: Literal["ready", "stopped"], timeout_s: float) -> ModelStatus:
+        """Block until the model is ready (or failed) / stopped, or ``timeout_s`` passed; its status."""
+        if until not in ("ready", "stopped"):
+            raise InvalidRequest(f"until must be 'ready' or 'stopped', not {until!r}")
+        if timeout_s < 0:
+            raise InvalidRequest(f"timeout must be 0 or more seconds, not {timeout_s}")
+        goal = {Phase.READY.value, Phase.FAILED.value} if until == "ready" else {Phase.STOPPED.value}
+        deadline = time.monotonic() + timeout_s
+        while True:
+            seen = self._changes.count
+            current = self.status_of(model_id)
+            remaining = deadline - time.monotonic()
+            if current.phase in goal or remaining <= 0:
+                return current
+            self._changes.wait(seen, min(remaining, WAIT_RECHECK_S))
+
+    # --- reads -------------------------------------------------------------------------------
+
+    def status(self) -> list[ModelStatus]:
+        """Every catalog model, in catalog order."""
+        now = time.time()
+        states = self._store.model_states()
+        return [self._view(spec, states.get(spec.id), now) for spec in self._catalog.catalog]
+
+    def status_of(self, model_id: str) -> ModelStatus:
+        spec = self._spec(model_id)
+        return self._view(spec, self._store.model_state(model_id), time.time())
+
+    def history(self, model_id: str | None = None, limit: int = 100, after: int = 0) -> list[RecordedEvent]:
+        """Newest first when ``after`` is 0; otherwise the events after position ``after``, oldest
+        first (a feed to poll)."""
+        if not 1 <= limit <= HISTORY_LIMIT_MAX:
+            raise InvalidRequest(f"limit must be 1-{HISTORY_LIMIT_MAX}, not {limit}")
+        if after < 0:
+            raise InvalidRequest(f"after must be a position (0 or more), not {after}")
+        stream = None
+        if model_id is not None:
+            self._known(model_id)
+            stream = model_stream(model_id)
+        if after == 0:
+            return self._store.recent_events(stream, limit)
+        return self._store.read_all(after_position=after, limit=limit, stream=stream)
+
+    def logs(self, model_id: str, tail: int = 200) -> str:
+        """The last ``tail`` lines of the model's log, secrets redacted."""
+        spec, state = self._known(model_id)
+        if not 1 <= tail <= LOG_TAIL_MAX:
+            raise InvalidRequest(f"tail must be 1-{LOG_TAIL_MAX} lines, not {tail}")
+        handle = _handle_of(state)
+        if handle is not None:
+            runtime = self._runtimes.for_handle(handle)
+        else:
+            runtime = self._runtimes.get(spec.runtime if spec is not None else RuntimeKind.PROCESS)
+        return runtime.logs(handle, model_id, tail)
+
+    def health(self) -> dict[str, Any]:
+        reachable, detail = self._docker_ping.status()
+        catalog = self._catalog.catalog
+        scheduler = self._reconciler.running
+        return {
+            "ok": self.catalog_error is None and scheduler,
+            "instance": self.settings.instance,
+            "catalog": {
+                "path": str(self._catalog.path),
+                "models": len(catalog),
+                "error": self.catalog_error,
+                "warnings": list(catalog.warnings),
+            },
+            "docker": {"reachable": reachable, "detail": detail},
+            "scheduler_running": scheduler,
+            "version": app_version(),
+        }
+
+    @property
+    def catalog_error(self) -> str | None:
+        return self._catalog.error
+
+    @property
+    def catalog(self) -> Catalog:
+        """The catalog in use: the last one that could be read."""
+        return self._catalog.catalog
+
+    @property
+    def reconciler(self) -> Reconciler:
+        return self._reconciler
+
+    @property
+    def store(self) -> EventStore:
+        return self._store
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _spec(self, model_id: str) -> ModelSpec:
+        spec = self._catalog.catalog.get(model_id)
+        if spec is None:
+            raise UnknownModel(model_id, self._catalog.catalog.ids)
+        return spec
+
+    def _known(self, model_id: str) -> tuple[ModelSpec | None, ModelState | None]:
+        """A model in the catalog or with a history (it may have been removed since)."""
+        spec = self._catalog.catalog.get(model_id)
+        try:
+            state = self._store.model_state(check_model_id(model_id))
+        except InvalidStream:
+            state = None
+        if spec is None and state is None:
+            raise UnknownModel(model_id, self._catalog.catalog.ids)
+        return spec, state
+
+    def _state(self, model_id: str) -> ModelState:
+        return self._store.model_state(model_id) or ModelState(model_id=model_id)
+
+    def _view(self, spec: ModelSpec, state: ModelState | None, now: float) -> ModelStatus:
+        usual = self._histories.get(state).usual_load_s if state is not None else None
+        if spec.can_load and state is not None and state.phase in RUNNING:
+            availability = Availability.ok()  # its own server holds the port check() looks at
+        else:
+            availability = self._availability.get(spec)
+        return model_status(spec, state, availability, usual_load_s=usual, now=now)
+
+
+def _checked_actor(actor: str) -> str:
+    if not isinstance(actor, str) or not 1 <= len(actor) <= ACTOR_MAX:
+        raise InvalidRequest(f"actor must be 1-{ACTOR_MAX} characters, e.g. 'ui', 'api' or 'cli'")
+    return actor
+
+
+def _handle_of(state: ModelState | None) -> Handle | None:
+    if state is None or not state.handle:
+        return None
+    try:
+        return Handle.from_json(state.handle)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+@functools.cache
+def app_version() -> str:
+    try:
+        return str(tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]["version"])
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return "unknown"

@@ -1,0 +1,140 @@
+"""What the lifecycle service tests share: a catalog of simulator processes, settings with short
+figures, a started service that is always shut down, and readers of the recorded events."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import psutil
+import yaml
+
+from db.migrate import upgrade_to_head
+from lifecycle.events import Event, RecordedEvent, model_stream
+from lifecycle.projection import fold
+from lifecycle.runtimes.process import INSTANCE_ENV, MODEL_ENV
+from lifecycle.runtimes.registry import Runtimes
+from lifecycle.service import LifecycleService
+from settings import Settings
+from tests.catalogs import sim_process
+from tests.support import free_port, wait_until
+
+# Restart figures for tests about sequences rather than figures: the 2 s .. 60 s policy would
+# make a five-crash loop take a minute.
+FAST: dict[str, Any] = {
+    "restart_initial_s": 0.05,
+    "restart_factor": 2.0,
+    "restart_max_s": 1.0,
+    "stop_grace_s": 5.0,
+    "catalog_poll_s": 0.1,
+    "tick_s": 0.25,
+    "fast_tick_s": 0.1,
+}
+
+
+def sim_model(
+    model_id: str, *sim_args: str, port: int | None = None, startup_s: float = 0.0, **fields: Any
+) -> dict[str, Any]:
+    """A catalog entry that runs the simulator as a process (``fields`` override the entry's)."""
+    return {**sim_process(model_id, port or free_port(), *sim_args, startup_s=startup_s), **fields}
+
+
+def write_catalog(path: Path, models: Sequence[dict[str, Any]]) -> Path:
+    # Written whole and renamed, so the service's poller never reads half a file.
+    temp = path.with_suffix(".tmp")
+    temp.write_text(yaml.safe_dump({"models": list(models)}, sort_keys=False), encoding="utf-8")
+    temp.replace(path)
+    return path
+
+
+def make_settings(base: Settings, catalog: Path, **overrides: Any) -> Settings:
+    settings = base.model_copy(update={"catalog": catalog, **FAST, **overrides})
+    upgrade_to_head(settings.db_url)
+    return settings
+
+
+@contextlib.contextmanager
+def running_service(settings: Settings, runtimes: Runtimes | None = None) -> Iterator[LifecycleService]:
+    """A started service; shut down afterwards, then checked: projection == fold of events."""
+    service = LifecycleService(settings, runtimes=runtimes)
+    service.start()
+    try:
+        yield service
+    finally:
+        service.shutdown()
+    assert_projection_matches_events(service)
+
+
+def assert_projection_matches_events(service: LifecycleService) -> None:
+    store = service.store
+    for model_id, state in store.model_states().items():
+        assert fold(store.read_stream(model_stream(model_id))) == state, model_id
+
+
+def events(service: LifecycleService, model_id: str) -> list[RecordedEvent]:
+    """The model's events, oldest first."""
+    return service.store.read_stream(model_stream(model_id))
+
+
+def desired(service: LifecycleService, model_id: str) -> str | None:
+    state = service.store.model_state(model_id)
+    return None if state is None else state.desired
+
+
+def types(service: LifecycleService, model_id: str) -> list[str]:
+    return [e.type for e in events(service, model_id)]
+
+
+def of_type(service: LifecycleService, model_id: str, event_type: type[Event]) -> list[Any]:
+    return [e.event for e in events(service, model_id) if isinstance(e.event, event_type)]
+
+
+def wait_for_types(
+    service: LifecycleService, model_id: str, expected: Sequence[str], timeout_s: float
+) -> list[str]:
+    """Wait until the stream starts with ``expected`` (more may follow)."""
+    return wait_until(
+        lambda: (seen := types(service, model_id))[: len(expected)] == list(expected) and seen,
+        timeout_s,
+        what=f"{model_id} events {list(expected)} (have {types(service, model_id)})",
+    )
+
+
+def wait_for_count(
+    service: LifecycleService, model_id: str, event_type: str, count: int, timeout_s: float
+) -> None:
+    wait_until(
+        lambda: types(service, model_id).count(event_type) >= count,
+        timeout_s,
+        what=f"{count} x {event_type} for {model_id} (have {types(service, model_id)})",
+    )
+
+
+def servers_of(settings: Settings, model_id: str) -> list[psutil.Process]:
+    """Live processes carrying this instance's marker for the model: what must never be two."""
+    found = []
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            env = proc.environ()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if env.get(INSTANCE_ENV) == settings.instance and env.get(MODEL_ENV) == model_id:
+            found.append(proc)
+    return found
+
+
+def pid_gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def wait_passes(service: LifecycleService, count: int, timeout_s: float = 10.0) -> None:
+    """Let the reconciler run ``count`` more passes: "nothing happened" is then a fact, not a hope."""
+    target = service.reconciler.passes + count
+    wait_until(lambda: service.reconciler.passes >= target, timeout_s, what=f"{count} reconciler passes")
