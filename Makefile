@@ -22,8 +22,10 @@ $(DEV_STAMP): requirements.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@ $(RUN_STAMP)
 
+# DXG_HOST/DXG_PORT are passed on because Streamlit binds its socket before app.py is read.
 run: $(RUN_STAMP)
-	$(BIN)/python -m streamlit run app.py
+	$(BIN)/python -m streamlit run app.py \
+		--server.address "$${DXG_HOST:-127.0.0.1}" --server.port "$${DXG_PORT:-8080}"
 
 test: $(DEV_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

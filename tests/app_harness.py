@@ -1,0 +1,50 @@
+"""The app's API and lifespan served in-process, wired exactly as app.py wires them.
+
+Streamlit's runtime is a process-wide singleton, so only one ``st.App`` can start per test
+process; these tests serve ``lifecycle.api.routes`` with ``app_context.lifespan`` from a plain
+Starlette app instead, the same two pieces app.py hands to ``st.App``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
+
+import app_context
+from lifecycle import api
+from settings import Settings
+
+
+def make_settings(tmp_path: Path, catalog: Path, **overrides: Any) -> Settings:
+    """An isolated instance with a reconciler quick enough for tests and no restart after a crash."""
+    values: dict[str, Any] = {
+        "db_url": f"sqlite:///{tmp_path / 'dxg.db'}",
+        "log_dir": tmp_path / "logs",
+        "run_dir": tmp_path / "run",
+        "catalog": catalog,
+        "tick_s": 0.2,
+        "fast_tick_s": 0.05,
+        "restart_initial_s": 0.05,
+        "crash_limit": 1,
+        "stop_grace_s": 5,
+        "catalog_poll_s": 0.2,
+        **overrides,
+    }
+    return Settings(**values)
+
+
+@contextmanager
+def serve(settings: Settings, bind: tuple[str, int] = ("127.0.0.1", 8080)) -> Iterator[TestClient]:
+    """The API under its lifespan, started and stopped with the test client; ``bind`` stands in
+    for the address the HTTP server would report."""
+    app = Starlette(
+        routes=api.routes(app_context.get_service, settings.api_token, app_context.stopping),
+        lifespan=app_context.lifespan(settings, lambda: bind),
+    )
+    with TestClient(app) as client:
+        yield client
