@@ -16,11 +16,6 @@ crashed (simulator/events.py); the app's side is the ``ts`` of the event it reco
 from __future__ import annotations
 
 import argparse
-import json
-import socket
-import statistics
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
@@ -31,36 +26,19 @@ import yaml
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from bench.store_bench import fresh_store, seed, summary_ms, timed
+from bench.common import add_dir_argument, log, percentiles_ms, run_and_print, summary_ms, timed
+from bench.store_bench import fresh_store, seed
 from db.migrate import upgrade_to_head
 from lifecycle import api
 from lifecycle.events import Crashed, Event, ReadyObserved, RecordedEvent, model_stream
 from lifecycle.runtimes.logfile import log_path
+from lifecycle.runtimes.ports import free_port
 from lifecycle.service import LifecycleService
 from settings import Settings
 from simulator.events import parse_event
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 P3_MODELS = 50
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def percentiles_ms(latencies_s: list[float], goals: dict[str, float]) -> dict[str, Any]:
-    ms = sorted(x * 1000 for x in latencies_s)
-    cuts = statistics.quantiles(ms, n=100, method="inclusive") if len(ms) > 1 else ms * 99
-    figures = {
-        "n": len(ms),
-        "p50_ms": round(statistics.median(ms), 1),
-        "p90_ms": round(cuts[89], 1),
-        "p99_ms": round(cuts[98], 1),
-        "min_ms": round(ms[0], 1),
-        "max_ms": round(ms[-1], 1),
-    }
-    met = all(figures[f"{name}_ms"] <= goal for name, goal in goals.items())
-    return {**figures, "goal_ms": goals, "met": met}
 
 
 # --- a service over simulator processes -------------------------------------------------------
@@ -91,12 +69,6 @@ def make_settings(folder: Path, models: Iterable[dict[str, Any]], **overrides: A
     )
     upgrade_to_head(settings.db_url)
     return settings
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def sim_moments(settings: Settings, model_id: str, name: str) -> list[float]:
@@ -232,19 +204,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--crashes", type=int, default=20, help="P2 samples (0 skips P2)")
     parser.add_argument("--p3-sizes", default="1000,1000000", help="P3 event counts, comma-separated")
     parser.add_argument("--reads", type=int, default=500, help="timed GETs per P3 size")
-    parser.add_argument("--dir", type=Path, default=None, help="where the databases go (default: a temp dir)")
+    add_dir_argument(parser)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    if args.dir is not None:
-        args.dir.mkdir(parents=True, exist_ok=True)
-        result = run(args, args.dir)
-    else:
-        with tempfile.TemporaryDirectory(prefix="dxg-control-bench-") as folder:
-            result = run(args, Path(folder))
-    print(json.dumps(result, indent=2))
+    run_and_print(parse_args(argv), run, "dxg-control-bench-")
 
 
 if __name__ == "__main__":

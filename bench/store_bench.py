@@ -13,17 +13,14 @@ The goal is ``model_states_ratio`` (median at the largest size over the smallest
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
-import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, insert
 
+from bench.common import add_dir_argument, log, run_and_print, summary_ms, timed
 from db.migrate import upgrade_to_head
 from db.session import make_engine
 from db.store import EventStore
@@ -59,34 +56,11 @@ _RECORDS = [to_record(e) for e in LIFECYCLE]
 _SEED_CHUNK = 50_000
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def fresh_store(folder: Path, name: str) -> tuple[Engine, EventStore]:
     db_url = f"sqlite:///{folder / name}.db"
     upgrade_to_head(db_url)
     engine = make_engine(db_url)
     return engine, EventStore(engine)
-
-
-def summary_ms(samples_s: list[float]) -> dict[str, float]:
-    ms = sorted(s * 1000 for s in samples_s)
-    return {
-        "median_ms": round(statistics.median(ms), 4),
-        "p90_ms": round(statistics.quantiles(ms, n=10)[8], 4),
-        "min_ms": round(ms[0], 4),
-        "max_ms": round(ms[-1], 4),
-    }
-
-
-def timed(call: Callable[[], object], repeats: int) -> list[float]:
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - start)
-    return samples
 
 
 def bench_appends(folder: Path, events: int, batch: int) -> dict[str, Any]:
@@ -172,7 +146,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--reads", type=int, default=300, help="timed reads per size")
     parser.add_argument("--appends", type=int, default=2000, help="events per append benchmark")
     parser.add_argument("--batch", type=int, default=100, help="events per append in the batched run")
-    parser.add_argument("--dir", type=Path, default=None, help="where the databases go (default: a temp dir)")
+    add_dir_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -198,14 +172,7 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    if args.dir is not None:
-        args.dir.mkdir(parents=True, exist_ok=True)
-        result = run(args, args.dir)
-    else:
-        with tempfile.TemporaryDirectory(prefix="dxg-store-bench-") as folder:
-            result = run(args, Path(folder))
-    print(json.dumps(result, indent=2))
+    run_and_print(parse_args(argv), run, "dxg-store-bench-")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ and state change together and ``model_states()`` never replays history.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, cast
@@ -19,9 +20,11 @@ from sqlalchemy.exc import IntegrityError
 from db.session import read_connection
 from db.tables import EventRow, ModelStateRow
 from lifecycle.events import (
+    FAILURE_TYPES,
     MODEL_STREAM_PREFIX,
     Event,
     RecordedEvent,
+    audit_line,
     check_model_id,
     check_stream,
     from_record,
@@ -58,6 +61,9 @@ _STATE_COLUMNS = (
     ModelStateRow.last_error,
     ModelStateRow.version,
 )
+
+# The audit trail in the app log; payloads are already redacted when they get here.
+audit_log = logging.getLogger("dxg.audit")
 
 
 class ConcurrencyConflict(Exception):
@@ -172,6 +178,9 @@ class EventStore:
             model_id = model_id_of(stream)
             if model_id is not None:
                 self._project(conn, model_id, expected_version, stored)
+        for recorded in stored:
+            level = logging.WARNING if recorded.type in FAILURE_TYPES else logging.INFO
+            audit_log.log(level, audit_line(recorded))
         return stored
 
     def _project(

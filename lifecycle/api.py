@@ -45,7 +45,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 import anyio
 from pydantic import SecretStr
@@ -83,6 +83,7 @@ GOALS: Final[dict[str, frozenset[str]]] = {
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off", ""})
 
+N = TypeVar("N", int, float)
 ServiceProvider = Callable[[], "LifecycleService"]
 StopFlag = Callable[[], bool]
 Until = Literal["ready", "stopped"]
@@ -140,33 +141,37 @@ def _invalid(name: str, raw: str, expected: str) -> ApiError:
     return ApiError(422, "invalid_request", f"query parameter {name}={raw!r} is invalid: expected {expected}")
 
 
-def int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+def _number_param(
+    request: Request,
+    name: str,
+    default: N,
+    parse: Callable[[str], N],
+    valid: Callable[[N], bool],
+    expected: str,
+) -> N:
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    expected = f"an integer from {low} to {high}"
     try:
-        value = int(raw)
+        value = parse(raw)
     except ValueError:
         raise _invalid(name, raw, expected) from None
-    if not low <= value <= high:
+    if not valid(value):
         raise _invalid(name, raw, expected)
     return value
+
+
+def int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+    expected = f"an integer from {low} to {high}"
+    return _number_param(request, name, default, int, lambda value: low <= value <= high, expected)
 
 
 def float_param(request: Request, name: str, default: float, high: float) -> float:
     """A positive, finite number of at most ``high``."""
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
     expected = f"a number of seconds above 0 and at most {high:g}"
-    try:
-        value = float(raw)
-    except ValueError:
-        raise _invalid(name, raw, expected) from None
-    if not (math.isfinite(value) and 0 < value <= high):
-        raise _invalid(name, raw, expected)
-    return value
+    return _number_param(
+        request, name, default, float, lambda value: math.isfinite(value) and 0 < value <= high, expected
+    )
 
 
 def bool_param(request: Request, name: str) -> bool:

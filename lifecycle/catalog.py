@@ -14,7 +14,10 @@ The catalog is a hand-edited YAML file (``models.yaml`` by default)::
 Each runtime has its own settings and rejects the others':
 
 - ``compose``: ``compose: {file, service, project}``; ``file`` is relative to the catalog's folder.
-- ``docker``: ``docker: {image, ports, volumes, gpus, shm_size}``.
+- ``docker``: ``docker: {image, ports, volumes, gpus, shm_size, command, entrypoint, mem_limit}``.
+  ``command`` (replaces the image's CMD) and ``entrypoint`` are lists of words, never a string,
+  so no shell splits them; ``mem_limit`` (like ``16g``) caps memory with no swap on top, so a
+  runaway server is OOM-killed (and reported as such) instead of paging the host to a halt.
 - ``process``: ``load_command``, split like a shell would (no shell runs it). A first word of
   ``{python}`` means the app's own interpreter, so simulators run without knowing the venv path.
   ``workdir`` (default: the catalog's folder) is where it runs.

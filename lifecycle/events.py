@@ -315,3 +315,17 @@ def _redact_argv(items: list[Any] | tuple[Any, ...]) -> list[Any]:
         redacted.append(REDACTED if hide_next and isinstance(item, str) else redact(item))
         hide_next = isinstance(item, str) and bool(_SECRET_FLAG_ONLY_RE.fullmatch(item))
     return redacted
+
+
+# Events that mean something went wrong; they are logged as warnings, the rest as info.
+FAILURE_TYPES: Final = frozenset({"StartFailed", "Crashed", "GaveUp"})
+_LOG_PAYLOAD_CHARS: Final = 300
+
+
+def audit_line(recorded: RecordedEvent) -> str:
+    """One log line per stored event, so the app log tells the same story as the history page."""
+    payload = {k: v for k, v in recorded.event.payload().items() if k != "log_tail"}
+    details = ", ".join(f"{k}={v}" for k, v in payload.items())
+    if len(details) > _LOG_PAYLOAD_CHARS:
+        details = details[:_LOG_PAYLOAD_CHARS] + "..."
+    return f"{recorded.stream} {recorded.type} by {recorded.actor}" + (f": {details}" if details else "")

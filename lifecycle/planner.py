@@ -167,91 +167,77 @@ def plan(
     if target is None and wanted:
         prefix = [RequestUnload(REMOVED)]
         wanted, reason = False, REMOVED
-    return prefix + _plan(state, target, observed, history, now, policy, wanted, reason)
+    return prefix + _Situation(state, history, now, policy, wanted, reason).plan(target, observed)
 
 
-def _plan(
-    state: ModelState,
-    target: Target | None,
-    observed: Observed | None,
-    history: History,
-    now: float,
-    policy: RestartPolicy,
-    wanted: bool,
-    reason: str,
-) -> list[Action]:
-    phase = state.phase
-    since = now if state.since is None else state.since
-    if phase in RUNNING:
-        seen = observed or Observed(running=False)
-        if not seen.known:
-            return []  # a restart on a guess could start a duplicate
-        if not seen.running:
-            return _gone(state, seen, history, now, policy, wanted, reason)
-        if not wanted or phase == Phase.STOPPING:
-            # A stopping phase without a stop in flight: an earlier run of the app began it.
-            return [Stop(reason, announce=phase != Phase.STOPPING)]
-        if phase == Phase.STARTING:
-            if seen.ready:
-                return [MarkReady(round(now - since, 3))]
-            if target is not None and now - since >= target.startup_timeout_s:
-                why = f"not ready after {span(target.startup_timeout_s)}"
-                return [
-                    Stop(
-                        STARTUP_TIMEOUT, failure=f"{why} ({seen.probe_reason})" if seen.probe_reason else why
-                    )
-                ]
-        return []
-    if not wanted:
-        return []  # idle phases of an unwanted model: nothing runs, nothing to do
-    if phase == Phase.CRASHED:
-        return _after_failure(state, history, now, policy, new_failure=False, ready_for=None)
-    if phase == Phase.BACKOFF and (history.restart_at is None or now >= history.restart_at):
-        return [Start(state.restarts + 1)]
-    if phase == Phase.STOPPED:
-        return [Start(state.restarts + 1)]
-    return []  # backoff not yet due, or failed until the user loads again
+@dataclass(frozen=True)
+class _Situation:
+    """The inputs every rule reads, plus what ``plan`` concluded: is the model wanted, and if
+    not, the reason a stop is recorded under."""
 
+    state: ModelState
+    history: History
+    now: float
+    policy: RestartPolicy
+    wanted: bool
+    reason: str
 
-def _gone(
-    state: ModelState,
-    seen: Observed,
-    history: History,
-    now: float,
-    policy: RestartPolicy,
-    wanted: bool,
-    reason: str,
-) -> list[Action]:
-    """The server is no longer there: a stop that finished, a failed start or a crash."""
-    if state.phase == Phase.STOPPING or not wanted:
-        return [MarkStopped(reason, seen.exit_code)]
-    if state.phase == Phase.STARTING:
-        failed: Action = StartFailed("exited before it was ready", seen.exit_code)
-        ready_for = None
-    else:
-        failed = MarkCrashed(seen.exit_code, seen.oom)
-        ready_for = None if state.since is None else now - state.since
-    return [failed, *_after_failure(state, history, now, policy, new_failure=True, ready_for=ready_for)]
+    def plan(self, target: Target | None, observed: Observed | None) -> list[Action]:
+        state, now = self.state, self.now
+        phase = state.phase
+        since = now if state.since is None else state.since
+        if phase in RUNNING:
+            seen = observed or Observed(running=False)
+            if not seen.known:
+                return []  # a restart on a guess could start a duplicate
+            if not seen.running:
+                return self._gone(seen)
+            if not self.wanted or phase == Phase.STOPPING:
+                # A stopping phase without a stop in flight: an earlier run of the app began it.
+                return [Stop(self.reason, announce=phase != Phase.STOPPING)]
+            if phase == Phase.STARTING:
+                if seen.ready:
+                    return [MarkReady(round(now - since, 3))]
+                if target is not None and now - since >= target.startup_timeout_s:
+                    why = f"not ready after {span(target.startup_timeout_s)}"
+                    failure = f"{why} ({seen.probe_reason})" if seen.probe_reason else why
+                    return [Stop(STARTUP_TIMEOUT, failure=failure)]
+            return []
+        if not self.wanted:
+            return []  # idle phases of an unwanted model: nothing runs, nothing to do
+        if phase == Phase.CRASHED:
+            return self._after_failure(new_failure=False, ready_for=None)
+        restart_at = self.history.restart_at
+        if phase == Phase.BACKOFF and (restart_at is None or now >= restart_at):
+            return [Start(state.restarts + 1)]
+        if phase == Phase.STOPPED:
+            return [Start(state.restarts + 1)]
+        return []  # backoff not yet due, or failed until the user loads again
 
+    def _gone(self, seen: Observed) -> list[Action]:
+        """The server is no longer there: a stop that finished, a failed start or a crash."""
+        state = self.state
+        if state.phase == Phase.STOPPING or not self.wanted:
+            return [MarkStopped(self.reason, seen.exit_code)]
+        if state.phase == Phase.STARTING:
+            failed: Action = StartFailed("exited before it was ready", seen.exit_code)
+            ready_for = None
+        else:
+            failed = MarkCrashed(seen.exit_code, seen.oom)
+            ready_for = None if state.since is None else self.now - state.since
+        return [failed, *self._after_failure(new_failure=True, ready_for=ready_for)]
 
-def _after_failure(
-    state: ModelState,
-    history: History,
-    now: float,
-    policy: RestartPolicy,
-    *,
-    new_failure: bool,
-    ready_for: float | None,
-) -> list[Action]:
-    """Restart after a backoff, or give up when failures come too often."""
-    failures = (*history.failures, now) if new_failure else history.failures
-    streak = policy.next_streak(history.streak, ready_for) if new_failure else max(1, history.streak)
-    recent = policy.recent(failures, now)
-    if len(recent) >= policy.crash_limit:
-        why = f"{len(recent)} failures within {span(policy.crash_window_s)}; load it again to retry"
-        return [GiveUp(why, len(recent))]
-    delay = policy.delay(streak)
-    return [ScheduleRestart(delay, state.restarts + 2, round(now + delay, 3))]
+    def _after_failure(self, *, new_failure: bool, ready_for: float | None) -> list[Action]:
+        """Restart after a backoff, or give up when failures come too often."""
+        history, now, policy = self.history, self.now, self.policy
+        failures = (*history.failures, now) if new_failure else history.failures
+        streak = policy.next_streak(history.streak, ready_for) if new_failure else max(1, history.streak)
+        recent = policy.recent(failures, now)
+        if len(recent) >= policy.crash_limit:
+            why = f"{len(recent)} failures within {span(policy.crash_window_s)}; load it again to retry"
+            return [GiveUp(why, len(recent))]
+        delay = policy.delay(streak)
+        return [ScheduleRestart(delay, self.state.restarts + 2, round(now + delay, 3))]
 
 
 # --- adoption ------------------------------------------------------------------------------------

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-import socket
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import pytest
 
+from lifecycle.runtimes.ports import free_port, port_is_free
+
+__all__ = ["free_port", "port_held", "required", "skip_or_fail", "wait_until"]
+
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_until(
@@ -44,6 +43,21 @@ def wait_until(
             detail = f" (last error: {last_exc!r})" if last_exc else ""
             raise AssertionError(f"timed out after {timeout_s}s waiting for {what}{detail}")
         time.sleep(interval_s)
+
+
+@contextlib.contextmanager
+def port_held(port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """Another process listening on 127.0.0.1:``port`` for the duration of the block."""
+    code = (
+        f"import socket, time; s = socket.socket(); s.bind(('127.0.0.1', {port})); s.listen(); time.sleep(60)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        wait_until(lambda: not port_is_free(port), timeout_s=10, what="the holder to listen")
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def required(var: str) -> bool:

@@ -6,10 +6,16 @@ The reconciler, the API and the UI see runtimes only through ``Runtime``; the ad
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from lifecycle.catalog import ModelSpec
+
+# on_exit(model_id, exit_code), called from a runtime's own thread when a server it watches exits.
+ExitCallback = Callable[[str, int | None], None]
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,48 @@ class ModelFilesMissing(RuntimeFailure):
     def __init__(self, path: str) -> None:
         self.path = path
         super().__init__(f"model files not found at {path}")
+
+
+class AlreadyRunning(RuntimeFailure):
+    """A server of this model is already up; a second would only fight it for its port and GPU."""
+
+    def __init__(self, model_id: str, holder: str) -> None:
+        self.model_id = model_id
+        self.holder = holder  # "pid 1234", "container dxg-abc-llama"
+        super().__init__(f"{model_id} is already running as {holder}; stop it before starting it again")
+
+
+class EnvMissing(RuntimeFailure):
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        super().__init__(
+            f"environment variable{'s' if len(names) > 1 else ''} {', '.join(names)} not set; "
+            f"export {'them' if len(names) > 1 else 'it'} in the app's environment "
+            "(the catalog takes it from there, so the secret never sits in models.yaml)"
+        )
+
+
+def env_problem(spec: ModelSpec) -> EnvMissing | None:
+    """The catalog's pass-through variables (``NAME: null``) the app's environment lacks, if any."""
+    missing = spec.missing_env(os.environ)
+    return EnvMissing(missing) if missing else None
+
+
+class ExecutableMissing(RuntimeFailure):
+    def __init__(self, program: str, workdir: Path | None) -> None:
+        self.program = program
+        if os.sep in program:
+            where = f" (relative to {workdir})" if workdir and not os.path.isabs(program) else ""
+            message = f"executable {program}{where} does not exist or is not executable"
+        else:
+            message = f"executable {program!r} not found on PATH"
+        super().__init__(f"{message}; install it or fix load_command")
+
+
+class WorkdirMissing(RuntimeFailure):
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        super().__init__(f"working directory {workdir} does not exist; fix workdir in the catalog")
 
 
 class PortInUse(RuntimeFailure):

@@ -28,7 +28,8 @@ from docker.errors import APIError
 from docker.models.containers import Container
 
 from lifecycle.catalog import ComposeSettings, ModelSpec, RuntimeKind
-from lifecycle.runtimes.base import ComposeInvalid, Handle, RuntimeFailure
+from lifecycle.events import check_model_id
+from lifecycle.runtimes.base import ComposeInvalid, Handle, RuntimeFailure, env_problem
 from lifecycle.runtimes.composecli import (
     NOT_INSTALLED,
     UP_TIMEOUT_S,
@@ -73,7 +74,8 @@ class ComposeRuntime(ContainerRuntime):
 
     def override_path(self, model_id: str) -> Path:
         # The id alphabet keeps this inside the run folder (see pidfile.PidDir.path).
-        return self.settings.run_dir / self.settings.instance / "compose" / f"{model_id}.override.yaml"
+        folder = self.settings.run_dir / self.settings.instance / "compose"
+        return folder / f"{check_model_id(model_id)}.override.yaml"
 
     # --- can it start? -------------------------------------------------------------------------
 
@@ -88,7 +90,7 @@ class ComposeRuntime(ContainerRuntime):
             return ComposeInvalid(str(compose.file), "the file does not exist")
         with self.host.calls() as client:
             client.ping()
-            problem = self._env_problem(spec)
+            problem = env_problem(spec)
             if problem is not None:
                 return problem
             services = self._config(self._call(spec, tool, with_override=False))

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -30,7 +29,9 @@ from lifecycle.catalog import ModelSpec
 from lifecycle.events import redact_text
 from lifecycle.runtimes import logfile
 from lifecycle.runtimes.base import (
+    AlreadyRunning,
     Availability,
+    ExitCallback,
     Handle,
     ImageMissing,
     Observation,
@@ -39,7 +40,6 @@ from lifecycle.runtimes.base import (
 )
 from lifecycle.runtimes.containers import (
     LABEL_MODEL,
-    ContainerAlreadyRunning,
     handle_for,
     label_filter,
     observe,
@@ -47,7 +47,6 @@ from lifecycle.runtimes.containers import (
 from lifecycle.runtimes.dockerhost import DockerHost
 from lifecycle.runtimes.logfollow import LogFollowers
 from lifecycle.runtimes.ports import port_holder, port_is_free
-from lifecycle.runtimes.process import EnvMissing, ExitCallback
 from settings import Settings
 
 log = logging.getLogger(__name__)
@@ -102,11 +101,6 @@ class ContainerRuntime:
         raise NotImplementedError
 
     @staticmethod
-    def _env_problem(spec: ModelSpec) -> EnvMissing | None:
-        missing = spec.missing_env(os.environ)
-        return EnvMissing(missing) if missing else None
-
-    @staticmethod
     def _image_problem(client: DockerClient, image: str) -> ImageMissing | None:
         # Never pulled here: a NIM image is tens of GB and needs the user's registry login.
         try:
@@ -125,11 +119,11 @@ class ContainerRuntime:
         return None
 
     @staticmethod
-    def _running_problem(model_id: str, containers: Iterable[Container]) -> ContainerAlreadyRunning | None:
+    def _running_problem(model_id: str, containers: Iterable[Container]) -> AlreadyRunning | None:
         # A second server of the same model would only fight the first for its port and GPU.
         for container in containers:
             if observe(container.attrs).running:
-                return ContainerAlreadyRunning(model_id, container.name or container.short_id)
+                return AlreadyRunning(model_id, f"container {container.name or container.short_id}")
         return None
 
     # --- start helpers -------------------------------------------------------------------------

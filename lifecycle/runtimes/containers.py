@@ -14,20 +14,12 @@ from typing import Any
 
 from docker.models.containers import Container
 
-from lifecycle.runtimes.base import Handle, Observation, RuntimeFailure
+from lifecycle.runtimes.base import Handle, Observation
 
 LABEL_MANAGED = "dxg.managed"
 LABEL_INSTANCE = "dxg.instance"
 LABEL_MODEL = "dxg.model"
 LABEL_RUNTIME = "dxg.runtime"
-
-
-class ContainerAlreadyRunning(RuntimeFailure):
-    def __init__(self, model_id: str, container: str) -> None:
-        self.container = container
-        super().__init__(
-            f"{model_id} is already running as container {container}; stop it before starting it again"
-        )
 
 
 def managed_labels(instance: str, model_id: str, runtime: str) -> dict[str, str]:

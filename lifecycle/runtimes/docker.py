@@ -21,8 +21,8 @@ from docker.models.containers import Container
 from docker.types import DeviceRequest
 
 from lifecycle.catalog import DockerSettings, ModelSpec, RuntimeKind
-from lifecycle.events import REDACTED, redact
-from lifecycle.runtimes.base import Handle, ImageMissing, RuntimeFailure
+from lifecycle.events import REDACTED, check_model_id, redact
+from lifecycle.runtimes.base import Handle, ImageMissing, RuntimeFailure, env_problem
 from lifecycle.runtimes.containerbase import ContainerRuntime
 from lifecycle.runtimes.containers import managed_labels
 
@@ -104,7 +104,8 @@ class DockerRuntime(ContainerRuntime):
     kind = RuntimeKind.DOCKER.value
 
     def container_name(self, model_id: str) -> str:
-        return f"dxg-{self.settings.instance}-{model_id}"
+        # Validated here too, not only by the catalog: a name is also how stop() finds its target.
+        return f"dxg-{self.settings.instance}-{check_model_id(model_id)}"
 
     def _preflight(self, spec: ModelSpec) -> RuntimeFailure | None:
         if spec.docker is None:
@@ -114,7 +115,7 @@ class DockerRuntime(ContainerRuntime):
             problem = (
                 self._running_problem(spec.id, previous)
                 or self._image_problem(client, spec.docker.image)
-                or self._env_problem(spec)
+                or env_problem(spec)
             )
             if problem is not None:
                 return problem

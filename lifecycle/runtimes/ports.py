@@ -12,6 +12,13 @@ from typing import Any
 import psutil
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that nothing listens on right now (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     """True when nothing listens on ``port`` (connect-based, so it also sees other namespaces' proxies)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -24,7 +24,7 @@ import shutil
 import signal
 import subprocess
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,12 +34,17 @@ from lifecycle.catalog import ModelSpec, RuntimeKind
 from lifecycle.events import redact, redact_text
 from lifecycle.runtimes import logfile, proctree
 from lifecycle.runtimes.base import (
+    AlreadyRunning,
     Availability,
+    ExecutableMissing,
+    ExitCallback,
     Handle,
     ModelFilesMissing,
     Observation,
     PortInUse,
     RuntimeFailure,
+    WorkdirMissing,
+    env_problem,
 )
 from lifecycle.runtimes.pidfile import PidDir, PidRecord
 from lifecycle.runtimes.ports import port_holder, port_is_free
@@ -56,40 +61,6 @@ LAUNCH_ENV = "DXG_LAUNCH"
 CREATE_TIME_TOLERANCE_S = 1.0
 # How long SIGKILLed processes get to disappear before stop() gives up and says so.
 KILL_WAIT_S = 5.0
-
-ExitCallback = Callable[[str, int | None], None]
-
-
-class ExecutableMissing(RuntimeFailure):
-    def __init__(self, program: str, workdir: Path | None) -> None:
-        self.program = program
-        if os.sep in program:
-            where = f" (relative to {workdir})" if workdir and not os.path.isabs(program) else ""
-            message = f"executable {program}{where} does not exist or is not executable"
-        else:
-            message = f"executable {program!r} not found on PATH"
-        super().__init__(f"{message}; install it or fix load_command")
-
-
-class EnvMissing(RuntimeFailure):
-    def __init__(self, names: list[str]) -> None:
-        self.names = names
-        super().__init__(
-            f"environment variable{'s' if len(names) > 1 else ''} {', '.join(names)} not set; "
-            "export them in the app's environment (the catalog takes them from there)"
-        )
-
-
-class AlreadyRunning(RuntimeFailure):
-    def __init__(self, model_id: str, pid: int) -> None:
-        self.pid = pid
-        super().__init__(f"{model_id} is already running as pid {pid}; stop it before starting it again")
-
-
-class WorkdirMissing(RuntimeFailure):
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        super().__init__(f"working directory {workdir} does not exist; fix workdir in the catalog")
 
 
 def shell_exit_code(returncode: int) -> int:
@@ -139,7 +110,7 @@ class ProcessRuntime:
         # A second server of the same model would only fight the first for its port and GPU.
         record = self.pids.read(spec.id)
         if record and self._owned(record.model_id, record.pid, record.create_time, record.launch):
-            return AlreadyRunning(spec.id, record.pid)
+            return AlreadyRunning(spec.id, f"pid {record.pid}")
         if spec.model_path is not None and not spec.model_path.exists():
             return ModelFilesMissing(str(spec.model_path))
         if spec.workdir is not None and not spec.workdir.is_dir():
@@ -147,9 +118,9 @@ class ProcessRuntime:
         program = self.argv(spec)[0]
         if _find_program(program, spec.workdir, self._environment(spec, launch="")) is None:
             return ExecutableMissing(program, spec.workdir)
-        missing = spec.missing_env(os.environ)
-        if missing:
-            return EnvMissing(missing)
+        problem = env_problem(spec)
+        if problem is not None:
+            return problem
         # A wildcard bind is reachable on loopback; probe there.
         host = "127.0.0.1" if spec.host in ("0.0.0.0", "") else spec.host  # noqa: S104
         if not port_is_free(spec.port, host):

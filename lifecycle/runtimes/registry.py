@@ -14,11 +14,10 @@ from collections.abc import Callable, Mapping
 from lifecycle.catalog import ModelSpec, RuntimeKind
 from lifecycle.events import redact_text
 from lifecycle.runtimes import logfile
-from lifecycle.runtimes.base import Availability, Handle, Observation, Runtime, RuntimeFailure
+from lifecycle.runtimes.base import Availability, ExitCallback, Handle, Observation, Runtime, RuntimeFailure
 from settings import Settings
 
 RuntimeFactory = Callable[[Settings], Runtime]
-ExitCallback = Callable[[str, int | None], None]
 
 # Module and class per kind, imported on first use.
 _CLASSES: Mapping[RuntimeKind, tuple[str, str]] = {

@@ -10,18 +10,31 @@ from pathlib import Path
 from docker import DockerClient
 from docker.errors import APIError, NotFound
 
+from lifecycle.runtimes.base import Handle, Observation, Runtime
+from lifecycle.runtimes.composecli import detect_tool
 from lifecycle.runtimes.containers import LABEL_INSTANCE
 from lifecycle.runtimes.logfile import log_path
 from settings import Settings
+from simulator.events import parse_event
 from simulator.image.build import build_image
 from tests.conftest import REPO_ROOT
+from tests.support import skip_or_fail
 
 COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
+# A Docker endpoint nothing listens on: what "Docker is not running" looks like.
+DEAD_SOCKET = "unix:///tmp/nonexistent.sock"
 
 
 def ensure_sim_image() -> str:
     """dxg-sim:local, built by the `make sim-image` entry when missing or out of date."""
     return build_image().tag
+
+
+def ensure_compose_sim_image() -> str:
+    """dxg-sim:local for compose tests; a skip (a failure under DXG_REQUIRE_DOCKER) without a compose tool."""
+    if detect_tool() is None:
+        skip_or_fail("DXG_REQUIRE_DOCKER", "neither `docker compose` nor `docker-compose` is installed")
+    return ensure_sim_image()
 
 
 def sim_args(model_id: str, *extra: str) -> list[str]:
@@ -60,6 +73,17 @@ def remove_leftovers(client: DockerClient, instances: Iterable[str], projects: I
 def log_text(settings: Settings, model_id: str) -> str:
     path = log_path(settings.log_dir, model_id)
     return path.read_text(errors="replace") if path.exists() else ""
+
+
+def sim_event_names(text: str) -> list[str]:
+    """The simulator's ``SIM_EVENT`` names in a log, in order."""
+    return [event.name for line in text.splitlines() if (event := parse_event(line))]
+
+
+def exited(runtime: Runtime, handle: Handle) -> Observation | None:
+    """What ``inspect`` sees once the server is no longer running; None while it runs."""
+    observed = runtime.inspect(handle)
+    return observed if not observed.running else None
 
 
 class ExitRecorder:

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import yaml
 
 from db.migrate import upgrade_to_head
 from lifecycle.events import Event, RecordedEvent, model_stream
@@ -33,20 +32,23 @@ FAST: dict[str, Any] = {
     "fast_tick_s": 0.1,
 }
 
+# The stream of a model that was loaded, crashed once and came back.
+LOADED_CRASHED_RESTARTED = [
+    "LoadRequested",
+    "StartIssued",
+    "ReadyObserved",
+    "Crashed",
+    "RestartScheduled",
+    "StartIssued",
+    "ReadyObserved",
+]
+
 
 def sim_model(
     model_id: str, *sim_args: str, port: int | None = None, startup_s: float = 0.0, **fields: Any
 ) -> dict[str, Any]:
     """A catalog entry that runs the simulator as a process (``fields`` override the entry's)."""
     return {**sim_process(model_id, port or free_port(), *sim_args, startup_s=startup_s), **fields}
-
-
-def write_catalog(path: Path, models: Sequence[dict[str, Any]]) -> Path:
-    # Written whole and renamed, so the service's poller never reads half a file.
-    temp = path.with_suffix(".tmp")
-    temp.write_text(yaml.safe_dump({"models": list(models)}, sort_keys=False), encoding="utf-8")
-    temp.replace(path)
-    return path
 
 
 def make_settings(base: Settings, catalog: Path, **overrides: Any) -> Settings:

@@ -19,40 +19,33 @@ from docker import DockerClient
 from docker.errors import NotFound
 
 from lifecycle.catalog import ModelSpec
+from lifecycle.events import InvalidStream
 from lifecycle.readiness import wait_until_ready
 from lifecycle.runtimes.base import ComposeInvalid, ImageMissing, RuntimeFailure
 from lifecycle.runtimes.compose import PROJECT_LABEL, ComposeRuntime
-from lifecycle.runtimes.composecli import detect_tool
 from settings import Settings
 from simulator.config import DEFAULT_CRASH_EXIT_CODE
-from simulator.events import parse_event
 from tests.conftest import REPO_ROOT
 from tests.integration.container_support import (
+    DEAD_SOCKET,
     ExitRecorder,
-    ensure_sim_image,
-    isolated_settings,
+    ensure_compose_sim_image,
+    exited,
     log_text,
     remove_leftovers,
     sim_args,
+    sim_event_names,
 )
-from tests.support import free_port, skip_or_fail, wait_until
+from tests.support import free_port, wait_until
 
 pytestmark = pytest.mark.docker
 
 SIM_COMPOSE = REPO_ROOT / "compose" / "sim.yaml"
-DEAD_SOCKET = "unix:///tmp/nonexistent.sock"
 
 
 @pytest.fixture(scope="module")
 def sim_image(docker_client: DockerClient) -> str:
-    if detect_tool() is None:
-        skip_or_fail("DXG_REQUIRE_DOCKER", "neither `docker compose` nor `docker-compose` is installed")
-    return ensure_sim_image()
-
-
-@pytest.fixture
-def second(tmp_path: Path) -> Settings:
-    return isolated_settings(tmp_path / "second", "second")
+    return ensure_compose_sim_image()
 
 
 @pytest.fixture
@@ -116,11 +109,6 @@ def small_spec(model_id: str, file: Path, **compose: str) -> ModelSpec:
     return compose_spec(model_id, file, "small", port, env={"SIM_PORT": str(port)}, compose=compose)
 
 
-def exited(runtime: ComposeRuntime, handle: Any) -> Any:
-    observed = runtime.inspect(handle)
-    return observed if not observed.running else None
-
-
 # --- start, ready, stop --------------------------------------------------------------------------
 
 
@@ -161,7 +149,7 @@ def test_sim_nim_start_ready_stop(
     assert docker_client.networks.list(filters={"label": f"{PROJECT_LABEL}={project}"}) == []
 
     text = log_text(settings, "sim-nim")
-    names = [event.name for line in text.splitlines() if (event := parse_event(line))]
+    names = sim_event_names(text)
     assert names[:3] == ["start", "listening", "ready"]
     assert names[-1] == "stopped"
     assert f"-p {project} -f {SIM_COMPOSE}" in text
@@ -308,3 +296,10 @@ def test_find_managed_is_scoped_to_the_instance(
     assert runtime.inspect(mine).running
     assert [e.container_id for e in other.exits(since=began) if e.action == "die"] == [theirs.ref]
     assert runtime.exits(since=began) == []
+
+
+def test_a_model_id_never_names_an_override_outside_the_run_dir(settings: Settings) -> None:
+    runtime = ComposeRuntime(settings)
+    assert runtime.override_path("sim-nim").parent == settings.run_dir / settings.instance / "compose"
+    with pytest.raises(InvalidStream):
+        runtime.override_path("../../escape")

@@ -8,49 +8,48 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from docker import DockerClient
 from docker.errors import NotFound
-from pydantic import ValidationError
 
 from lifecycle.catalog import ModelSpec
 from lifecycle.events import InvalidStream
 from lifecycle.readiness import wait_until_ready
-from lifecycle.runtimes.base import EngineUnavailable, ImageMissing, PortInUse, Runtime, RuntimeFailure
-from lifecycle.runtimes.containers import ContainerAlreadyRunning
+from lifecycle.runtimes.base import (
+    AlreadyRunning,
+    EngineUnavailable,
+    ImageMissing,
+    PortInUse,
+    Runtime,
+    RuntimeFailure,
+)
 from lifecycle.runtimes.docker import GPU_HINT, DockerRuntime, device_requests
 from lifecycle.runtimes.registry import Runtimes
 from settings import Settings
 from simulator.config import DEFAULT_CRASH_EXIT_CODE
-from simulator.events import parse_event
 from tests.integration.container_support import (
+    DEAD_SOCKET,
     ExitRecorder,
     ensure_sim_image,
-    isolated_settings,
+    exited,
     log_text,
     remove_leftovers,
     sim_args,
+    sim_event_names,
 )
 from tests.support import free_port, wait_until
 
 pytestmark = pytest.mark.docker
 
 MiB = 2**20
-DEAD_SOCKET = "unix:///tmp/nonexistent.sock"
 SECRET = "nvapi-" + "s3cr3t" * 8
 
 
 @pytest.fixture(scope="module")
 def sim_image(docker_client: DockerClient) -> str:
     return ensure_sim_image()
-
-
-@pytest.fixture
-def second(tmp_path: Path) -> Settings:
-    return isolated_settings(tmp_path / "second", "second")
 
 
 @pytest.fixture
@@ -81,11 +80,6 @@ def sim_spec(model_id: str, image: str, *extra: str, **fields: Any) -> ModelSpec
 def recorder(runtime: DockerRuntime) -> ExitRecorder:
     assert isinstance(runtime.on_exit, ExitRecorder)
     return runtime.on_exit
-
-
-def exited(runtime: DockerRuntime, handle: Any) -> Any:
-    observed = runtime.inspect(handle)
-    return observed if not observed.running else None
 
 
 # --- start, ready, stop --------------------------------------------------------------------------
@@ -129,7 +123,7 @@ def test_start_ready_stop_follows_logs(
     wait_until(lambda: ("sim-dock", 0) in recorder(runtime).seen(), 10, what="on_exit after stop")
 
     text = log_text(settings, "sim-dock")
-    names = [event.name for line in text.splitlines() if (event := parse_event(line))]
+    names = sim_event_names(text)
     assert names[:3] == ["start", "listening", "ready"]
     assert names[-1] == "stopped"
     assert "starting sim-dock: image dxg-sim:local" in text
@@ -260,7 +254,7 @@ def test_port_in_use_names_the_container_and_a_running_model_is_not_started_twic
     again = runtime.check(first)
     assert not again.available
     assert f"already running as container dxg-{settings.instance}-holder" in again.reason
-    with pytest.raises(ContainerAlreadyRunning):
+    with pytest.raises(AlreadyRunning):
         runtime.start(first)
 
     rival = sim_spec("rival", sim_image, port=first.port)
@@ -343,15 +337,7 @@ def test_a_model_id_never_names_a_log_outside_the_log_dir(runtime: DockerRuntime
         runtime.logs(None, "../escape", 10)
 
 
-def test_catalog_docker_command_and_entrypoint_are_word_lists() -> None:
-    spec = docker_spec("words", "img:1", command=["--port", 8000], entrypoint=["python3.11"], mem_limit="2g")
-    assert spec.docker is not None
-    assert (spec.docker.command, spec.docker.entrypoint, spec.docker.mem_limit) == (
-        ("--port", "8000"),
-        ("python3.11",),
-        "2g",
-    )
-    with pytest.raises(ValidationError, match="write a non-empty list of words"):
-        docker_spec("words", "img:1", command="--port 8000")
-    with pytest.raises(ValidationError, match="is not a size"):
-        docker_spec("words", "img:1", mem_limit="plenty")
+def test_a_model_id_never_names_a_container_outside_its_pattern(runtime: DockerRuntime) -> None:
+    assert runtime.container_name("llama-3.1") == f"dxg-{runtime.settings.instance}-llama-3.1"
+    with pytest.raises(InvalidStream):
+        runtime.container_name("x --privileged")

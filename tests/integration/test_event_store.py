@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sqlite3
@@ -442,3 +443,20 @@ def test_sigkill_mid_stream_loses_no_committed_event(store: EventStore, settings
     assert_projection_is_the_fold(store)
     # The dead writer's lock is gone: the next append goes straight through.
     store.append("model:victim", [LoadRequested()], len(stored), "survivor")
+
+
+def test_every_append_is_logged_failures_as_warnings_without_secrets(
+    store: EventStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="dxg.audit")
+    store.append("model:m1", [LoadRequested()], 0, "api")
+    store.append(
+        "model:m1", [Crashed(exit_code=137, oom=True, log_tail="NGC_API_KEY=nvapi-s3cret")], 1, "reconciler"
+    )
+
+    records = [r for r in caplog.records if r.name == "dxg.audit"]
+    assert [(r.levelno, r.getMessage()) for r in records] == [
+        (logging.INFO, "model:m1 LoadRequested by api"),
+        (logging.WARNING, "model:m1 Crashed by reconciler: exit_code=137, oom=True"),
+    ]
+    assert "s3cret" not in caplog.text

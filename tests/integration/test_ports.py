@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import sys
 
 from lifecycle.runtimes.ports import port_holder, port_is_free
-from tests.support import free_port, wait_until
+from tests.support import free_port, port_held, wait_until
 
 
 def test_free_port_is_free_and_has_no_holder() -> None:
@@ -34,16 +33,8 @@ def test_listening_socket_in_this_process() -> None:
 
 def test_holder_in_another_process_is_named_with_its_command() -> None:
     port = free_port()
-    code = (
-        f"import socket, time; s = socket.socket(); s.bind(('127.0.0.1', {port})); s.listen(); time.sleep(60)"
-    )
-    holder = subprocess.Popen([sys.executable, "-c", code])
-    try:
-        wait_until(lambda: not port_is_free(port), timeout_s=10, what="the holder to listen")
+    with port_held(port) as holder:
         described = port_holder(port)
         assert described is not None
         assert described.startswith(f"process {holder.pid} ({sys.executable} -c import socket")
-    finally:
-        holder.kill()
-        holder.wait()
     wait_until(lambda: port_is_free(port), timeout_s=5, what="the port to be released")

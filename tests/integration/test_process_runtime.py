@@ -24,6 +24,9 @@ from lifecycle.catalog import ModelSpec
 from lifecycle.probes import probe_ready
 from lifecycle.readiness import readiness_step, wait_until_ready
 from lifecycle.runtimes.base import (
+    AlreadyRunning,
+    EnvMissing,
+    ExecutableMissing,
     Handle,
     ModelFilesMissing,
     PortInUse,
@@ -37,14 +40,11 @@ from lifecycle.runtimes.process import (
     INSTANCE_ENV,
     LAUNCH_ENV,
     MODEL_ENV,
-    AlreadyRunning,
-    EnvMissing,
-    ExecutableMissing,
     ProcessRuntime,
 )
 from lifecycle.runtimes.registry import Runtimes, UnavailableRuntime
 from settings import Settings
-from tests.support import free_port, wait_until
+from tests.support import free_port, port_held, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ENGINES = ("nim", "llamacpp", "vllm")
@@ -262,12 +262,7 @@ def test_crash_after_start_calls_on_exit(runtime: ProcessRuntime) -> None:
 
 def test_port_in_use_names_the_holder(runtime: ProcessRuntime, settings: Settings) -> None:
     port = free_port()
-    hold = (
-        f"import socket, time; s = socket.socket(); s.bind(('127.0.0.1', {port})); s.listen(); time.sleep(60)"
-    )
-    listener = subprocess.Popen([sys.executable, "-c", hold])
-    try:
-        wait_until(lambda: not port_is_free(port), timeout_s=10, what="the holder to listen")
+    with port_held(port) as listener:
         spec = sim_spec("sim-port", "nim", port)
 
         availability = runtime.check(spec)
@@ -281,9 +276,6 @@ def test_port_in_use_names_the_holder(runtime: ProcessRuntime, settings: Setting
         assert f"process {listener.pid} " in refused.value.holder
         assert runtime.find_managed() == []
         assert not log_path(settings.log_dir, spec.id).exists()  # nothing was started
-    finally:
-        listener.kill()
-        listener.wait()
 
 
 def test_model_files_missing(runtime: ProcessRuntime, tmp_path: Path) -> None:

@@ -29,7 +29,9 @@ from lifecycle.planner import STARTUP_TIMEOUT
 from lifecycle.service import LifecycleService
 from lifecycle.wakeup import SingleFlight
 from settings import Settings
+from tests.catalogs import write_catalog
 from tests.integration.lifecycle_env import (
+    LOADED_CRASHED_RESTARTED,
     events,
     make_settings,
     of_type,
@@ -41,7 +43,6 @@ from tests.integration.lifecycle_env import (
     wait_for_count,
     wait_for_types,
     wait_passes,
-    write_catalog,
 )
 from tests.support import wait_until
 
@@ -54,7 +55,7 @@ def service_with(settings: Settings, tmp_path: Path) -> Iterator[ServiceFactory]
     stack: list[Any] = []
 
     def make(*models: dict[str, Any], **overrides: Any) -> LifecycleService:
-        catalog = write_catalog(tmp_path / "models.yaml", models)
+        catalog = write_catalog(tmp_path / "models.yaml", *models)
         context = running_service(make_settings(settings, catalog, **overrides))
         stack.append(context)
         return context.__enter__()
@@ -84,16 +85,7 @@ def test_load_becomes_ready(service_with: ServiceFactory) -> None:
 def test_a_crash_is_restarted_with_every_step_recorded(service_with: ServiceFactory) -> None:
     service = service_with(sim_model("sim-a", "--crash-after-s", "1.5", startup_s=0.3))
     service.load("sim-a")
-    expected = [
-        "LoadRequested",
-        "StartIssued",
-        "ReadyObserved",
-        "Crashed",
-        "RestartScheduled",
-        "StartIssued",
-        "ReadyObserved",
-    ]
-    wait_for_types(service, "sim-a", expected, timeout_s=30)
+    wait_for_types(service, "sim-a", LOADED_CRASHED_RESTARTED, timeout_s=30)
     crash = of_type(service, "sim-a", Crashed)[0]
     assert crash.exit_code == 1
     assert crash.oom is False
@@ -210,17 +202,8 @@ def test_kicks_alone_drive_load_ready_crash_and_restart(service_with: ServiceFac
     service = service_with(
         sim_model("sim-a", "--crash-after-s", "1.5", startup_s=0.3), tick_s=60, fast_tick_s=60
     )
-    expected = [
-        "LoadRequested",
-        "StartIssued",
-        "ReadyObserved",
-        "Crashed",
-        "RestartScheduled",
-        "StartIssued",
-        "ReadyObserved",
-    ]
     service.load("sim-a")
-    wait_for_types(service, "sim-a", expected, timeout_s=20)
+    wait_for_types(service, "sim-a", LOADED_CRASHED_RESTARTED, timeout_s=20)
     second_start = [e for e in events(service, "sim-a") if e.type == "StartIssued"][1]
     assert second_start.ts >= of_type(service, "sim-a", RestartScheduled)[0].at
 

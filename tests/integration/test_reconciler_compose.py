@@ -19,29 +19,27 @@ from docker import DockerClient
 
 from lifecycle.docker_watch import DockerWatch
 from lifecycle.events import Crashed, StartIssued, Stopped
-from lifecycle.runtimes.composecli import detect_tool
 from lifecycle.runtimes.containers import LABEL_INSTANCE, LABEL_MANAGED
 from lifecycle.runtimes.registry import Runtimes
 from settings import Settings
 from simulator.config import DEFAULT_CRASH_EXIT_CODE
-from tests.integration.container_support import ensure_sim_image, remove_leftovers, sim_args
+from tests.catalogs import write_catalog
+from tests.integration.container_support import ensure_compose_sim_image, remove_leftovers, sim_args
 from tests.integration.lifecycle_env import (
+    LOADED_CRASHED_RESTARTED,
     make_settings,
     of_type,
     running_service,
     wait_for_types,
-    write_catalog,
 )
-from tests.support import free_port, skip_or_fail, wait_until
+from tests.support import free_port, wait_until
 
 pytestmark = pytest.mark.docker
 
 
 @pytest.fixture(scope="module")
 def sim_image(docker_client: DockerClient) -> str:
-    if detect_tool() is None:
-        skip_or_fail("DXG_REQUIRE_DOCKER", "neither `docker compose` nor `docker-compose` is installed")
-    return ensure_sim_image()
+    return ensure_compose_sim_image()
 
 
 @pytest.fixture
@@ -85,22 +83,13 @@ def test_compose_load_ready_crash_restart_unload(
     settings: Settings, tmp_path: Path, docker_client: DockerClient, sim_image: str, project: str
 ) -> None:
     model = compose_model(tmp_path, sim_image, project, "--startup-s", "0.5", "--crash-after-s", "4")
-    catalog = write_catalog(tmp_path / "models.yaml", [model])
+    catalog = write_catalog(tmp_path / "models.yaml", model)
     quiet = make_settings(settings, catalog, tick_s=60, fast_tick_s=60)
     runtimes = Runtimes(quiet)
     with running_service(quiet, runtimes) as service:
         runtimes.set_on_exit(None)  # exits must now come from Docker's event stream
         service.load("sim-c")
-        expected = [
-            "LoadRequested",
-            "StartIssued",
-            "ReadyObserved",
-            "Crashed",
-            "RestartScheduled",
-            "StartIssued",
-            "ReadyObserved",
-        ]
-        wait_for_types(service, "sim-c", expected, timeout_s=90)
+        wait_for_types(service, "sim-c", LOADED_CRASHED_RESTARTED, timeout_s=90)
         service.unload("sim-c")
         assert service.wait("sim-c", "stopped", timeout_s=60).phase == "stopped"
 

@@ -30,7 +30,7 @@ from lifecycle.events import (
 from lifecycle.planner import UNWANTED
 from lifecycle.service import CannotLoad, InvalidRequest, LifecycleService, UnknownModel
 from settings import Settings
-from tests.catalogs import REPO_ROOT
+from tests.catalogs import REPO_ROOT, write_catalog
 from tests.integration.lifecycle_env import (
     FAST,
     desired,
@@ -43,7 +43,6 @@ from tests.integration.lifecycle_env import (
     types,
     wait_for_count,
     wait_passes,
-    write_catalog,
 )
 from tests.support import free_port, wait_until
 
@@ -97,7 +96,7 @@ def kill_hard_after_ready(settings: Settings, model_id: str) -> int:
 
 
 def test_shutdown_stops_every_server_and_records_it(settings: Settings, catalog_path: Path) -> None:
-    write_catalog(catalog_path, [sim_model("sim-a"), sim_model("sim-b"), sim_model("sim-c")])
+    write_catalog(catalog_path, sim_model("sim-a"), sim_model("sim-b"), sim_model("sim-c"))
     with running_service(make_settings(settings, catalog_path)) as service:
         service.load("sim-a")
         service.load("sim-b")
@@ -119,7 +118,7 @@ def test_shutdown_stops_every_server_and_records_it(settings: Settings, catalog_
 
 
 def test_a_hard_killed_app_is_followed_by_one_that_adopts_it(settings: Settings, catalog_path: Path) -> None:
-    write_catalog(catalog_path, [sim_model("sim-a")])
+    write_catalog(catalog_path, sim_model("sim-a"))
     settings = make_settings(settings, catalog_path)
     pid = kill_hard_after_ready(settings, "sim-a")
     with running_service(settings) as service:
@@ -139,7 +138,7 @@ def test_a_hard_killed_app_is_followed_by_one_that_adopts_it(settings: Settings,
 def test_a_leftover_server_no_longer_wanted_is_stopped_at_start(
     settings: Settings, catalog_path: Path, why: str
 ) -> None:
-    write_catalog(catalog_path, [sim_model("sim-a"), sim_model("sim-b")])
+    write_catalog(catalog_path, sim_model("sim-a"), sim_model("sim-b"))
     settings = make_settings(settings, catalog_path)
     pid = kill_hard_after_ready(settings, "sim-a")
     if why == "unloaded":
@@ -148,7 +147,7 @@ def test_a_leftover_server_no_longer_wanted_is_stopped_at_start(
         stream = model_stream("sim-a")
         store.append(stream, [UnloadRequested()], store.current_version(stream), "ui")
     else:
-        write_catalog(catalog_path, [sim_model("sim-b")])
+        write_catalog(catalog_path, sim_model("sim-b"))
     with running_service(settings) as service:
         wait_until(lambda: pid_gone(pid), 20, what="the leftover server to be stopped")
         wait_for_count(service, "sim-a", "Stopped", 1, timeout_s=20)
@@ -163,7 +162,7 @@ def test_a_leftover_server_no_longer_wanted_is_stopped_at_start(
 
 
 def test_keep_running_on_exit_leaves_servers_for_the_next_run(settings: Settings, catalog_path: Path) -> None:
-    write_catalog(catalog_path, [sim_model("sim-a")])
+    write_catalog(catalog_path, sim_model("sim-a"))
     keep = make_settings(settings, catalog_path, keep_running_on_exit=True)
     with running_service(keep) as first:
         first.load("sim-a")
@@ -184,7 +183,7 @@ def test_keep_running_on_exit_leaves_servers_for_the_next_run(settings: Settings
 
 def test_catalog_edits_while_running(settings: Settings, catalog_path: Path) -> None:
     a, b = sim_model("sim-a"), sim_model("sim-b")
-    write_catalog(catalog_path, [a])
+    write_catalog(catalog_path, a)
     with running_service(make_settings(settings, catalog_path)) as service:
         assert [m.id for m in service.status()] == ["sim-a"]
         service.load("sim-a")
@@ -192,12 +191,12 @@ def test_catalog_edits_while_running(settings: Settings, catalog_path: Path) -> 
         pid = int(of_type(service, "sim-a", StartIssued)[0].handle["ref"])
 
         # A new model appears without a restart.
-        write_catalog(catalog_path, [a, b])
+        write_catalog(catalog_path, a, b)
         wait_until(lambda: [m.id for m in service.status()] == ["sim-a", "sim-b"], 10, what="sim-b to appear")
 
         # A broken edit keeps the models and says where the problem is.
         broken = dict(b, engine="tgi")
-        write_catalog(catalog_path, [a, broken])
+        write_catalog(catalog_path, a, broken)
         wait_until(lambda: service.catalog_error is not None, 10, what="the catalog error")
         error = service.catalog_error
         assert error is not None
@@ -211,7 +210,7 @@ def test_catalog_edits_while_running(settings: Settings, catalog_path: Path) -> 
         assert service.status_of("sim-a").loaded
 
         # Removing a running model stops it and says why.
-        write_catalog(catalog_path, [b])
+        write_catalog(catalog_path, b)
         wait_until(lambda: service.catalog_error is None, 10, what="the fixed catalog")
         wait_for_count(service, "sim-a", "Stopped", 1, timeout_s=20)
         assert types(service, "sim-a")[-3:] == ["UnloadRequested", "StopIssued", "Stopped"]
@@ -236,7 +235,7 @@ def test_a_broken_catalog_at_start_starts_empty_and_recovers(settings: Settings,
         assert service.health()["ok"] is False
         with pytest.raises(UnknownModel):
             service.load("sim-a")
-        write_catalog(catalog_path, [sim_model("sim-a")])
+        write_catalog(catalog_path, sim_model("sim-a"))
         wait_until(lambda: [m.id for m in service.status()] == ["sim-a"], 10, what="the repaired catalog")
         assert service.catalog_error is None
         service.load("sim-a")
@@ -256,7 +255,7 @@ def service(settings: Settings, catalog_path: Path) -> Iterator[LifecycleService
         "runtime": "external",
         "manual_start": "ssh gpu-box ./serve.sh",
     }
-    write_catalog(catalog_path, [sim_model("sim-a"), sim_model("busy", port=port), external])
+    write_catalog(catalog_path, sim_model("sim-a"), sim_model("busy", port=port), external)
     with running_service(make_settings(settings, catalog_path)) as started:
         yield started
 

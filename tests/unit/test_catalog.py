@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from lifecycle.catalog import ID_PATTERN, Catalog, Engine, ModelSpec, RuntimeKind, load_catalog, main
 from lifecycle.catalog_errors import CatalogError
+from tests import catalogs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,8 +62,7 @@ def write_catalog(tmp_path: Path, *entries: dict[str, Any], name: str = "models.
     path = tmp_path / name
     path.parent.mkdir(parents=True, exist_ok=True)
     (path.parent / "stack.yaml").write_text("services:\n  svc:\n    image: x\n", encoding="utf-8")
-    path.write_text(yaml.safe_dump({"models": list(entries)}, sort_keys=False), encoding="utf-8")
-    return path
+    return catalogs.write_catalog(path, *entries)
 
 
 def entry(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
@@ -540,6 +541,23 @@ def test_docker_gpus_all_or_none(tmp_path: Path) -> None:
     assert load_catalog(write_catalog(tmp_path, DOCKER))["dock"].docker.gpus is None  # type: ignore[union-attr]
 
 
+def test_docker_command_and_entrypoint_are_word_lists_and_mem_limit_a_size() -> None:
+    def docker_spec(**docker: Any) -> ModelSpec:
+        return ModelSpec(**entry(DOCKER, docker={**DOCKER["docker"], **docker}))
+
+    spec = docker_spec(command=["--port", 8000], entrypoint=["python3.11"], mem_limit="2g")
+    assert spec.docker is not None
+    assert (spec.docker.command, spec.docker.entrypoint, spec.docker.mem_limit) == (
+        ("--port", "8000"),
+        ("python3.11",),
+        "2g",
+    )
+    with pytest.raises(ValidationError, match="write a non-empty list of words"):
+        docker_spec(command="--port 8000")
+    with pytest.raises(ValidationError, match="is not a size"):
+        docker_spec(mem_limit="plenty")
+
+
 @pytest.mark.parametrize(
     ("change", "field", "complaint"),
     [
@@ -726,7 +744,8 @@ def test_default_catalog_details() -> None:
         assert spec.compose is not None
         assert spec.compose.file == REPO_ROOT / "compose" / "nim.yaml"
         assert spec.compose.service == spec.id
-        assert spec.env == {"NGC_API_KEY": None, "NIM_CACHE": None}
+        # NIM_CACHE is not required: compose/nim.yaml falls back to ~/.cache/nim without it.
+        assert spec.env == {"NGC_API_KEY": None}
     for manual in (catalog["deepseek-nvfp4"], catalog["llama-nim"]):
         assert manual.manual_start is not None
         assert "deployment script" in manual.manual_start
