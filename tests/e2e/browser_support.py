@@ -1,0 +1,79 @@
+"""A real browser for the UI tests: Debian's Chromium driven by Playwright, never a downloaded one.
+
+Without Chromium or the playwright package the tests skip and say why; with
+``DXG_REQUIRE_BROWSER=1`` (CI) that is a failure instead.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from tests.support import skip_or_fail
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Locator, Page
+
+CHROMIUM: Final = Path("/usr/bin/chromium")
+CHROMIUM_ARGS: Final = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+)
+REQUIRE: Final = "DXG_REQUIRE_BROWSER"
+VIEWPORT: Final = {"width": 1280, "height": 800}
+_RGB: Final = re.compile(r"rgba?\((\d+),\s*(\d+),\s*(\d+)")
+
+
+@contextmanager
+def chromium() -> Iterator[Browser]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:
+        skip_or_fail(REQUIRE, f"the playwright package is not installed ({exc})")
+    if not CHROMIUM.exists():
+        skip_or_fail(REQUIRE, f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=list(CHROMIUM_ARGS))
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def colour_name(css: str) -> str:
+    """The colour family of a CSS colour: Streamlit's theme picks the exact shades."""
+    match = _RGB.search(css)
+    if match is None:
+        return f"unknown ({css})"
+    r, g, b = (int(v) / 255 for v in match.groups())
+    hue, _, saturation = colorsys.rgb_to_hls(r, g, b)
+    degrees = hue * 360
+    if saturation < 0.15:
+        return "grey"
+    if degrees < 15 or degrees >= 330:
+        return "red"
+    if degrees < 60:
+        return "orange"
+    if 75 <= degrees < 170:
+        return "green"
+    return f"other ({css})"
+
+
+def chip(page: Page, model_id: str) -> Locator:
+    # Streamlit renders a keyed button twice (one copy hidden for layout); the visible one counts.
+    return page.locator(f".st-key-chip-{model_id} button:visible")
+
+
+def dot_colour(page: Page, model_id: str) -> str:
+    """The colour of the status dot on a model's chip, as drawn (the inline style, not :hover)."""
+    dot = chip(page, model_id).locator("span.stMarkdownColoredText").first
+    return colour_name(dot.get_attribute("style") or "")

@@ -1,0 +1,230 @@
+"""The UI in a real browser, as a new user meets it: the app runs as ``streamlit run app.py`` in its
+own process with simulated models, and Debian's Chromium clicks through it.
+
+Screenshots of the chips, the dialog and a chat land in test-artifacts/, and a failed test adds
+one of what the browser showed. Timings a user feels (page open to chips, load click to green
+dot, chip refreshes during a streamed reply) are written to test-artifacts/ui-timings.json;
+only the load is held to a bound (the simulator's startup time + 3 s).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+import psutil
+import pytest
+
+from lifecycle.runtimes.process import INSTANCE_ENV
+from simulator.tokens import expected_text
+from tests.catalogs import REPO_ROOT, sim_process, write_catalog
+from tests.e2e.browser_support import VIEWPORT, chip, chromium, dot_colour
+from tests.e2e.conftest import FAILED_KEY
+from tests.e2e.test_app_process import START_TIMEOUT_S, AppFiles, RunningApp, launch, streamlit_argv
+from tests.support import free_port, wait_until
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Locator, Page
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ARTIFACTS: Final = REPO_ROOT / "test-artifacts"
+STARTUP_S: Final = 1.5  # the simulated model's load time
+STREAM_TOKENS: Final = 60
+STREAM_RATE: Final = 10  # tokens/s: a 6 s reply, across six ticks of the chips' 1 s refresh
+PAGE_TIMEOUT_MS: Final = 30_000
+timings: dict[str, float] = {}
+
+
+def start_app(files: AppFiles) -> RunningApp:
+    """``streamlit run app.py`` without Streamlit's file watcher: other work in this checkout may
+    edit sources while the tests run, and a hot reload re-imports app_context, which then no
+    longer holds the running service. The UI under test needs no hot reload."""
+    argv = [*streamlit_argv("127.0.0.1", files.port), "--server.fileWatcherType", "none"]
+    proc = launch(files, argv, files.env())
+    app = RunningApp(proc, files.root / f"app-{files.runs}.log", f"http://127.0.0.1:{files.port}")
+    wait_until(app.healthy, START_TIMEOUT_S, interval_s=0.1, what="the app to answer")
+    return app
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningApp]:
+    root = tmp_path_factory.mktemp("browser")
+    files = AppFiles(
+        root=root,
+        instance=f"ui-{uuid.uuid4().hex[:8]}",
+        port=free_port(),
+        catalog=write_catalog(
+            root / "models.yaml",
+            sim_process("sim-p", free_port(), startup_s=STARTUP_S),
+            sim_process("sim-stream", free_port(), "--tokens-per-s", str(STREAM_RATE)),
+            sim_process("sim-other", free_port()),
+        ),
+    )
+    running = start_app(files)
+    try:
+        yield running
+    finally:
+        # The app stops its servers on SIGTERM; anything a failed test left is killed.
+        running.proc.terminate()
+        try:
+            running.proc.wait(timeout=20)
+        finally:
+            for proc in psutil.process_iter():
+                try:
+                    if proc.environ().get(INSTANCE_ENV) == files.instance:
+                        proc.kill()
+                except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                    continue
+            running.client.close()
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "ui-timings.json").write_text(json.dumps(timings, indent=2) + "\n")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
+def page(browser: Browser, app: RunningApp, request: pytest.FixtureRequest) -> Iterator[Page]:
+    context = browser.new_context(viewport=VIEWPORT)  # a new user: no cookies, no session
+    context.set_default_timeout(PAGE_TIMEOUT_MS)
+    tab = context.new_page()
+    try:
+        yield tab
+        if request.node.stash.get(FAILED_KEY, False):
+            # What the user saw, and what the app said, next to the failure.
+            shot(tab, f"failed-{request.node.name}")
+            print(app.output()[-5000:])
+    finally:
+        context.close()
+
+
+def shot(page: Page, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path))
+    return path
+
+
+def elapsed(since: float) -> float:
+    return round(time.monotonic() - since, 3)
+
+
+def set_max_tokens(page: Page, tokens: int) -> None:
+    page.get_by_role("button", name="Settings").click()
+    field = page.get_by_label("Max tokens")
+    field.fill(str(tokens))
+    field.press("Enter")
+    page.keyboard.press("Escape")
+
+
+def send(page: Page, text: str) -> Locator:
+    """Type a chat message and send it; the assistant message it starts."""
+    box = page.get_by_test_id("stChatInputTextArea")
+    box.fill(text)
+    box.press("Enter")
+    return page.get_by_test_id("stChatMessage").filter(
+        has=page.get_by_test_id("stChatMessageAvatarAssistant")
+    )
+
+
+def test_a_deep_link_on_a_fresh_server_still_gets_the_frame(page: Page, app: RunningApp) -> None:
+    # First in this module, so this is the first page the new server renders: a browser tab left
+    # on /history that reconnects after a restart. It must come up inside Home.py's frame.
+    page.goto(f"{app.base_url}/history")
+    chip(page, "sim-p").wait_for()
+    page.get_by_role("heading", name="History").wait_for()
+    assert page.get_by_role("link", name="Chat").is_visible()  # the top navigation, not a sidebar
+
+
+def test_a_new_user_loads_a_model_chats_and_unloads_it(page: Page, app: RunningApp) -> None:
+    started = time.monotonic()
+    page.goto(app.base_url)
+    chip(page, "sim-p").wait_for()
+    timings["page_open_to_chips_visible_s"] = elapsed(started)
+    assert page.get_by_text("No models loaded yet: click a model below to load one.").is_visible()
+    assert dot_colour(page, "sim-p") == "red"
+    shot(page, "chips")
+
+    chip(page, "sim-p").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text("Available (Not Loaded)").wait_for()
+    assert dialog.get_by_text("simulated").is_visible()
+    shot(page, "dialog")
+
+    clicked = time.monotonic()
+    dialog.get_by_role("button", name="🚀 Load Model").click()
+    wait_until(lambda: dot_colour(page, "sim-p") == "green", STARTUP_S + 3, what="the green dot")
+    timings["load_click_to_green_dot_s"] = elapsed(clicked)
+    timings["simulated_startup_s"] = STARTUP_S
+    dialog.get_by_text("Loaded & Ready").wait_for()
+    shot(page, "dialog-loaded")
+    page.keyboard.press("Escape")
+    dialog.wait_for(state="hidden")
+
+    set_max_tokens(page, 40)
+    reply = send(page, "Hello from the browser")
+    sent = time.monotonic()
+    reply.get_by_text("Simulated").first.wait_for()
+    timings["chat_send_to_first_text_s"] = elapsed(sent)
+    caption = reply.get_by_text("TTFT")
+    caption.wait_for()
+    timings["chat_send_to_metrics_caption_s"] = elapsed(sent)
+    assert "output tokens (server usage)" in caption.inner_text()
+    assert "tokens/s" in caption.inner_text()
+    shot(page, "chat")
+
+    chip(page, "sim-p").click()
+    clicked = time.monotonic()
+    dialog.get_by_role("button", name="⏹️ Unload Model").click()
+    wait_until(lambda: dot_colour(page, "sim-p") == "red", 15, what="the red dot")
+    timings["unload_click_to_red_dot_s"] = elapsed(clicked)
+    dialog.get_by_text("Available (Not Loaded)").wait_for()
+    assert [
+        e["actor"]
+        for e in app.client.get("/api/events?model=sim-p").json()["events"]
+        if "Requested" in e["type"]
+    ] == [
+        "ui",
+        "ui",
+    ]
+
+
+def test_chip_refreshes_never_cut_off_a_streaming_reply(page: Page, app: RunningApp) -> None:
+    app.load("sim-stream")
+    page.goto(app.base_url)
+    chip(page, "sim-other").wait_for()
+    page.get_by_test_id("stSelectbox").click()
+    page.get_by_role("option", name="sim-stream").click()
+    set_max_tokens(page, STREAM_TOKENS)
+
+    reply = send(page, "A long answer, please")
+    sent = time.monotonic()
+    # Meanwhile another model loads: its chip is what a refresh would redraw.
+    app.client.post("/api/models/sim-other/load")
+    ready_at = green_at = None
+    while not reply.get_by_text("TTFT").count():
+        if ready_at is None and app.model("sim-other")["loaded"]:
+            ready_at = elapsed(sent)
+        if green_at is None and dot_colour(page, "sim-other") == "green":
+            green_at = elapsed(sent)
+        assert time.monotonic() - sent < STREAM_TOKENS / STREAM_RATE + 30, "the reply never finished"
+        time.sleep(0.1)
+    finished = elapsed(sent)
+    wait_until(lambda: dot_colour(page, "sim-other") == "green", 30, what="sim-other's chip to turn green")
+    timings["stream_reply_duration_s"] = finished
+    timings["other_model_ready_during_stream_at_s"] = ready_at if ready_at is not None else -1
+    timings["other_chip_green_during_stream_at_s"] = green_at if green_at is not None else -1
+    timings["other_chip_green_after_stream_end_s"] = round(elapsed(sent) - finished, 3)
+
+    text = reply.get_by_test_id("stMarkdownContainer").first.inner_text()
+    assert text.strip() == expected_text(STREAM_TOKENS)
+    assert f"{STREAM_TOKENS} output tokens" in reply.get_by_text("TTFT").inner_text()
+    shot(page, "chat-long-reply")

@@ -1,0 +1,130 @@
+"""The chat page: streamed replies from simulated models, their metrics, and every way a reply
+can fail, shown inline while the page stays usable."""
+
+from __future__ import annotations
+
+import threading
+from contextlib import AbstractContextManager
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from lifecycle.service import LifecycleService
+from simulator.tokens import expected_text
+from tests.catalogs import sim_process
+from tests.support import free_port
+from tests.ui.harness import UiEnv, no_exception, shown_text, ui_env, wait_for_stream
+
+CHAT = "pages/chat.py"
+
+
+def chat_env(
+    tmp_path: Path, *sim_args: str, models: tuple[str, ...] = ("sim-a",)
+) -> AbstractContextManager[UiEnv]:
+    return ui_env(tmp_path, *(sim_process(m, free_port(), *sim_args) for m in models))
+
+
+def assistant_replies(at: AppTest) -> list[str]:
+    return [m.markdown[0].value for m in at.chat_message if m.name == "assistant"]
+
+
+def test_without_a_loaded_model_the_page_points_to_the_chips(tmp_path: Path) -> None:
+    with chat_env(tmp_path) as env:
+        at = no_exception(env.app(CHAT))
+        assert "chip" in at.info[0].value
+        assert not at.chat_input
+
+
+def test_a_reply_streams_in_with_its_metrics_and_stays_in_the_conversation(tmp_path: Path) -> None:
+    with chat_env(tmp_path) as env:
+        env.load("sim-a")
+        at = no_exception(env.app(CHAT))
+        at.number_input(key="chat:max_tokens").set_value(12)
+        at.text_area(key="chat:system").set_value("Be brief.")
+        at.chat_input[0].set_value("Hello there").run()
+        no_exception(at)
+        assert [m.name for m in at.chat_message] == ["user", "assistant"]
+        assert at.chat_message[0].get("text")[0].value == "Hello there"
+        assert assistant_replies(at) == [expected_text(12)]
+        caption = at.chat_message[1].caption[0].value
+        assert caption.startswith("TTFT ")
+        assert "12 output tokens (server usage)" in caption
+        assert "tokens/s" in caption
+
+        at.run()  # any later run redraws the conversation, metrics included
+        assert assistant_replies(at) == [expected_text(12)]
+        assert at.chat_message[1].caption[0].value == caption
+
+        at.button[0].click().run()  # Clear
+        assert not at.chat_message
+
+
+def test_each_model_has_its_own_conversation(tmp_path: Path) -> None:
+    with chat_env(tmp_path, models=("sim-a", "sim-b")) as env:
+        env.load("sim-a")
+        env.load("sim-b")
+        at = no_exception(env.app(CHAT))
+        at.selectbox(key="chat:model").set_value("sim-a").run()
+        at.chat_input[0].set_value("for a").run()
+        assert len(at.chat_message) == 2
+        at.selectbox(key="chat:model").set_value("sim-b").run()
+        assert not at.chat_message
+        at.selectbox(key="chat:model").set_value("sim-a").run()
+        assert at.chat_message[0].get("text")[0].value == "for a"
+
+
+def test_a_model_unloaded_mid_reply_ends_the_reply_with_a_message(tmp_path: Path) -> None:
+    with chat_env(tmp_path, "--tokens-per-s", "20") as env:
+        url = env.load("sim-a").url
+        at = no_exception(env.app(CHAT))
+        at.number_input(key="chat:max_tokens").set_value(400)  # 20 s if nothing stopped it
+
+        def unload_once_streaming() -> None:
+            wait_for_stream(url)
+            env.service.unload("sim-a", actor="test")
+
+        unloader = threading.Thread(target=unload_once_streaming)
+        unloader.start()
+        at.chat_input[0].set_value("Tell me a long story").run(timeout=30)
+        unloader.join(10)
+        no_exception(at)
+        error = at.chat_message[1].error[0].value
+        assert "stopped before it was complete" in error
+        reply = assistant_replies(at)[0]
+        assert reply.startswith("Simulated tokens")  # what arrived before the cut stays
+        assert len(reply.split()) < 400
+
+        env.service.wait("sim-a", "stopped", 30)
+        at.run()  # the page is still usable and says why there is nothing to chat with
+        assert "No model is loaded" in no_exception(at).info[0].value
+
+
+def test_a_silent_server_times_out_with_a_message(tmp_path: Path) -> None:
+    with chat_env(tmp_path, "--ttft-ms", "5000") as env:
+        env.load("sim-a")
+        at = no_exception(env.app(CHAT))
+        at.number_input(key="chat:timeout_s").set_value(1)
+        at.chat_input[0].set_value("Anyone there?").run()
+        error = no_exception(at).chat_message[1].error[0].value
+        assert "took too long to answer" in error
+        assert "sent nothing for 1 s" in error
+        assert at.chat_input  # ready for the next question
+
+
+def test_a_refused_connection_is_reported_inline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The server goes away between the page reading the status and sending the question: the
+    # service reports it loaded at an address where nothing listens any more.
+    with chat_env(tmp_path) as env:
+        env.load("sim-a")
+        status = LifecycleService.status
+        dead = f"http://127.0.0.1:{free_port()}"
+        monkeypatch.setattr(
+            LifecycleService, "status", lambda self: [replace(s, url=dead) for s in status(self)]
+        )
+        at = no_exception(env.app(CHAT))
+        at.chat_input[0].set_value("Hello?").run()
+        error = no_exception(at).chat_message[1].error[0].value
+        assert "does not answer" in error
+        assert "Cannot connect" in shown_text(at)

@@ -1,0 +1,40 @@
+"""The frame every page shares: the catalog banner, the chips footer and the model dialog."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import streamlit as st
+
+from app_context import ServiceNotRunning, get_service
+from ui.chips import DIALOG_KEY, chips_footer
+from ui.format import escape_md
+from ui.model_dialog import model_dialog
+
+BANNER_REFRESH_S: Final = 2.0
+
+
+def catalog_banner_text(error: str) -> str:
+    return (
+        "**models.yaml has an error**, so the app keeps the last catalog it could read. "
+        f"Fix the file and this message goes away by itself.\n\n{escape_md(error)}"
+    )
+
+
+@st.fragment(run_every=BANNER_REFRESH_S)
+def catalog_banner() -> None:
+    """Live, so a fix (or a new mistake) in models.yaml shows without reloading the page."""
+    try:
+        error = get_service().catalog_error
+    except ServiceNotRunning:
+        return
+    if error:
+        st.error(catalog_banner_text(error), icon=":material/description:")
+
+
+def draw_frame() -> None:
+    catalog_banner()
+    with st.bottom:
+        chips_footer()
+    if model_id := st.session_state.get(DIALOG_KEY):
+        model_dialog(model_id)

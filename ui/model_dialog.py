@@ -1,0 +1,142 @@
+"""The model dialog: a model's facts and status, and the buttons that load or unload it.
+
+It opens when ``session_state["dialog_model"]`` names a model (a chip click sets it; so can a
+test) and closes by clearing that key. Its body is a fragment that refreshes itself every
+second, so elapsed time, status and the log tail move while a model loads.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Final
+
+import streamlit as st
+
+from app_context import get_service
+from lifecycle.service import LifecycleError, LifecycleService, UnknownModel
+from lifecycle.status_view import ModelStatus
+from ui.chips import DIALOG_KEY
+from ui.dialog_view import LOAD_LABEL, RETRY_LABEL, UNLOAD_LABEL, Action, DialogView, dialog_view
+from ui.format import dot_md, escape_md
+from ui.widgets import log_box
+
+LIVE_S: Final = 1.0
+LOG_LINES: Final = 30
+LOG_HEIGHT_PX: Final = 200
+ERROR_KEY: Final = "dialog_error"  # the last refused command, shown until the next one
+
+
+def close_dialog() -> None:
+    st.session_state.pop(DIALOG_KEY, None)
+    st.session_state.pop(ERROR_KEY, None)
+
+
+def _command(model_id: str, action: Action) -> None:
+    """Button callback: runs before the dialog redraws, so the redraw shows the new status."""
+    service = get_service()
+    call: Callable[..., ModelStatus] = service.unload if action == Action.UNLOAD else service.load
+    try:
+        call(model_id, actor="ui")
+    except LifecycleError as exc:
+        st.session_state[ERROR_KEY] = str(exc)
+    else:
+        st.session_state.pop(ERROR_KEY, None)
+
+
+def _facts(view: DialogView) -> None:
+    lines = [f"**{name}:** `{value}`" for name, value in view.facts]
+    st.markdown("  \n".join(lines))
+
+
+def _status_line(status: ModelStatus, view: DialogView) -> None:
+    with st.container(horizontal=True, vertical_alignment="center"):
+        st.markdown(f"{dot_md(status.dot)} **{escape_md(view.headline)}**", width="content")
+        if view.simulated:
+            st.badge("simulated", icon=":material/science:", color="violet")
+
+
+def _buttons(model_id: str, view: DialogView) -> None:
+    for action in view.actions:
+        if action == Action.LOAD:
+            st.button(
+                LOAD_LABEL,
+                key="dialog-load",
+                type="primary",
+                disabled=view.load_blocked is not None,
+                help=view.load_blocked,
+                on_click=_command,
+                args=(model_id, action),
+            )
+        elif action == Action.UNLOAD:
+            st.button(UNLOAD_LABEL, key="dialog-unload", on_click=_command, args=(model_id, action))
+        else:
+            st.button(
+                RETRY_LABEL,
+                key="dialog-retry",
+                type="primary",
+                icon=":material/refresh:",
+                on_click=_command,
+                args=(model_id, action),
+            )
+
+
+def _log_tail(service: LifecycleService, model_id: str) -> None:
+    try:
+        text = service.logs(model_id, tail=LOG_LINES)
+    except LifecycleError as exc:
+        text = f"(no log: {exc})"
+    log_box(text, LOG_HEIGHT_PX)
+
+
+def _body(service: LifecycleService, status: ModelStatus) -> None:
+    view = dialog_view(status, time.time())
+    _status_line(status, view)
+    if view.failed:
+        st.error(f"The last load failed: {escape_md(view.reason or '')}", icon=":material/error:")
+    elif view.restart_error:
+        st.warning(
+            f"The server stopped unexpectedly; the app restarts it by itself "
+            f"(restart {status.restarts}). Last error: {escape_md(view.restart_error)}",
+            icon=":material/restart_alt:",
+        )
+    elif view.reason:
+        st.warning(f"{escape_md(view.headline)}: {escape_md(view.reason)}", icon=":material/cloud_off:")
+    if view.manual_start:
+        st.info(
+            f"This server is started outside the app. {escape_md(view.manual_start)}", icon=":material/info:"
+        )
+    _facts(view)
+    if error := st.session_state.get(ERROR_KEY):
+        st.error(escape_md(str(error)))
+    _buttons(status.id, view)
+    if view.loading is not None:
+        if view.loading.progress is not None:
+            st.progress(view.loading.progress, text=view.loading.text)
+        else:
+            st.caption(view.loading.text)
+        _log_tail(service, status.id)
+    elif view.failed:
+        with st.expander("Last log lines"):
+            _log_tail(service, status.id)
+
+
+@st.fragment(run_every=LIVE_S)
+def _live_body(model_id: str) -> None:
+    service = get_service()
+    try:
+        status = service.status_of(model_id)
+    except UnknownModel:
+        st.warning("This model is no longer in the catalog.")
+        return
+    _body(service, status)
+
+
+def model_dialog(model_id: str) -> None:
+    """Open the dialog for ``model_id``; a model removed from the catalog just closes it."""
+    try:
+        status = get_service().status_of(model_id)
+    except UnknownModel:
+        close_dialog()
+        return
+    st.dialog(escape_md(status.name), width="medium", on_dismiss=close_dialog)(_live_body)(model_id)
