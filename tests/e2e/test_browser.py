@@ -22,9 +22,9 @@ import pytest
 from lifecycle.runtimes.process import INSTANCE_ENV
 from simulator.tokens import expected_text
 from tests.catalogs import REPO_ROOT, sim_process, write_catalog
+from tests.e2e.app_process import START_TIMEOUT_S, AppFiles, RunningApp, launch, streamlit_argv
 from tests.e2e.browser_support import VIEWPORT, chip, chromium, dot_colour
 from tests.e2e.conftest import FAILED_KEY
-from tests.e2e.test_app_process import START_TIMEOUT_S, AppFiles, RunningApp, launch, streamlit_argv
 from tests.support import free_port, wait_until
 
 if TYPE_CHECKING:
