@@ -21,6 +21,8 @@ class ModelStatus:
     id: str
     name: str
     url: str
+    # The model name the server expects in chat requests (NIM's "openai/gpt-oss-20b").
+    served_model: str
     engine: str
     runtime: str
     size: str | None
@@ -77,6 +79,7 @@ def model_status(
         id=spec.id,
         name=spec.name,
         url=spec.url,
+        served_model=spec.served_model,
         engine=str(spec.engine),
         runtime=str(spec.runtime),
         size=spec.size,

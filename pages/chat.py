@@ -48,10 +48,9 @@ for turn in chat.turns:
     render_turn(turn)
 
 if prompt := st.chat_input(f"Message {status.name}"):
-    spec = service.catalog.get(model_id)
     request = ChatRequest(
         base_url=status.url,
-        model=spec.served_model if spec is not None else model_id,
+        model=status.served_model,
         messages=request_messages(system_prompt, chat.turns, prompt),
         max_tokens=int(max_tokens),
         temperature=float(temperature),

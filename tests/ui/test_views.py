@@ -211,9 +211,9 @@ def test_error_texts_lead_with_what_happened_and_keep_the_details(error: Inferen
 # --- dialog decisions ----------------------------------------------------------------------------
 
 BASE = ModelStatus(
-    id="m", name="M", url="http://127.0.0.1:9", engine="llamacpp", runtime="process", size="7B",
-    format="GGUF", supports_tools=True, simulated=True, loaded=False, available=True, can_load=True,
-    phase="stopped", desired="unloaded", since=None, restarts=0, last_error=None,
+    id="m", name="M", url="http://127.0.0.1:9", served_model="m", engine="llamacpp", runtime="process",
+    size="7B", format="GGUF", supports_tools=True, simulated=True, loaded=False, available=True,
+    can_load=True, phase="stopped", desired="unloaded", since=None, restarts=0, last_error=None,
     status="Available (Not Loaded)", dot="red", reason=None, usual_load_s=None, manual_start=None,
 )  # fmt: skip
 
