@@ -43,6 +43,7 @@ sim-image: $(RUN_STAMP)
 
 bench: $(DEV_STAMP)
 	$(BIN)/python -m bench.store_bench
+	$(BIN)/python -m bench.control_plane
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts
