@@ -27,7 +27,10 @@ run: $(RUN_STAMP)
 	$(BIN)/python -m streamlit run app.py \
 		--server.address "$${DXG_HOST:-127.0.0.1}" --server.port "$${DXG_PORT:-8080}"
 
+# Lint first: a style slip fails in seconds instead of after the whole suite.
 test: $(DEV_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(DEV_STAMP)
