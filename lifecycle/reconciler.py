@@ -246,6 +246,10 @@ class Reconciler:
             self._submit(
                 state.model_id, version, self._stop, state.model_id, slow.handle or state.handle, slow
             )
+        elif state.handle and any(isinstance(a, planner.MarkCrashed | planner.StartFailed) for a in actions):
+            # The server is dead and its exit code is recorded: clear what it left behind (an
+            # exited container) now, not at the next start, which never comes after an unload.
+            self._submit(state.model_id, None, self._discard, state.handle)
         return bool(events)
 
     def _event(self, state: ModelState, action: planner.Action) -> Event:
@@ -343,6 +347,10 @@ class Reconciler:
         else:
             event = Stopped(action.reason, seen.exit_code)
         self._record(model_id, [event])
+
+    def _discard(self, handle_json: Mapping[str, Any]) -> None:
+        handle = Handle.from_json(dict(handle_json))
+        self._runtimes.for_handle(handle).stop(handle, 0)
 
     def _record(self, model_id: str, events: Sequence[Event]) -> None:
         """Append the outcome of something that happened: retried until it is stored."""

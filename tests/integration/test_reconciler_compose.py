@@ -107,6 +107,28 @@ def test_compose_load_ready_crash_restart_unload(
         )
 
 
+def test_unload_during_backoff_leaves_no_exited_container(
+    settings: Settings, tmp_path: Path, docker_client: DockerClient, sim_image: str, project: str
+) -> None:
+    model = compose_model(tmp_path, sim_image, project, "--startup-s", "0.3", "--crash-after-s", "1")
+    catalog = write_catalog(tmp_path / "models.yaml", model)
+    # A restart delay longer than the test: the unload lands while the model waits in backoff.
+    patient = make_settings(settings, catalog, restart_initial_s=300, restart_max_s=300)
+    mine = {"label": f"{LABEL_INSTANCE}={patient.instance}"}
+    with running_service(patient) as service:
+        service.load("sim-c")
+        wait_for_types(service, "sim-c", LOADED_CRASHED_RESTARTED[:5], timeout_s=60)
+        wait_until(
+            lambda: docker_client.containers.list(all=True, filters=mine) == [],
+            timeout_s=30,
+            what="the crashed container to be removed",
+        )
+        service.unload("sim-c")
+        assert service.wait("sim-c", "stopped", timeout_s=30).phase == "stopped"
+        assert len(of_type(service, "sim-c", StartIssued)) == 1
+        assert docker_client.containers.list(all=True, filters=mine) == []
+
+
 def test_docker_watch_kicks_on_its_instances_die_events_only(
     settings: Settings, docker_client: DockerClient, sim_image: str
 ) -> None:
