@@ -190,6 +190,11 @@ class Reconciler:
         with self._inflight_lock:
             return set(self._inflight)
 
+    def acting_on(self, model_id: str) -> bool:
+        """A start or stop for the model is under way (its outcome is not recorded yet)."""
+        with self._inflight_lock:
+            return model_id in self._inflight
+
     def _reconcile(self, state: ModelState, spec: ModelSpec | None, now: float) -> bool:
         """Plan and act for one model; True when it recorded something."""
         managed = spec if spec is not None and spec.can_load else None

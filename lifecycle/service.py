@@ -213,7 +213,10 @@ class LifecycleService:
             seen = self._changes.count
             current = self.status_of(model_id)
             remaining = deadline - time.monotonic()
-            if current.phase in goal or remaining <= 0:
+            # A start planned before an unload may still be under way: "stopped" is only true
+            # once nothing more is coming (that start's server gets stopped on the next pass).
+            settled = until == "ready" or not self._reconciler.acting_on(model_id)
+            if (current.phase in goal and settled) or remaining <= 0:
                 return current
             self._changes.wait(seen, min(remaining, WAIT_RECHECK_S))
 

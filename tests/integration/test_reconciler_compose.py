@@ -129,6 +129,23 @@ def test_unload_during_backoff_leaves_no_exited_container(
         assert docker_client.containers.list(all=True, filters=mine) == []
 
 
+def test_unload_while_a_restart_is_starting_waits_until_nothing_runs(
+    settings: Settings, tmp_path: Path, docker_client: DockerClient, sim_image: str, project: str
+) -> None:
+    model = compose_model(tmp_path, sim_image, project, "--startup-s", "0.3", "--crash-after-s", "1")
+    catalog = write_catalog(tmp_path / "models.yaml", model)
+    live = {"label": f"{LABEL_INSTANCE}={settings.instance}", "status": "running"}
+    with running_service(make_settings(settings, catalog)) as service:
+        service.load("sim-c")
+        wait_for_types(service, "sim-c", LOADED_CRASHED_RESTARTED[:5], timeout_s=60)
+        # `compose up` of the restart takes a while: the unload lands in the middle of it.
+        wait_until(lambda: service.reconciler.acting_on("sim-c"), timeout_s=30, interval_s=0.005)
+        service.unload("sim-c")
+        assert service.wait("sim-c", "stopped", timeout_s=60).phase == "stopped"
+        assert docker_client.containers.list(filters=live) == []
+        assert not service.reconciler.acting_on("sim-c")
+
+
 def test_docker_watch_kicks_on_its_instances_die_events_only(
     settings: Settings, docker_client: DockerClient, sim_image: str
 ) -> None:
