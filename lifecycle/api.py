@@ -6,7 +6,8 @@ shows it).
 
 ====================================  ========================================================
 GET  /api/health                      200 ``service.health()`` when ok, 503 with the same body
-                                      when not; the only route that needs no token
+                                      when not; the only route that needs no token (without
+                                      it, when one is set, the body is only ``{"ok": ...}``)
 GET  /api/models                      200 ``{"models": [status, ...]}``
 GET  /api/models/{id}                 200 status + ``"events"``: the last 20, newest first
 POST /api/models/{id}/load            202 status (the load is requested and runs in the
@@ -57,7 +58,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from lifecycle.auth import BearerAuthMiddleware
+from lifecycle.auth import AUTHENTICATED, BearerAuthMiddleware
 from lifecycle.events import MODEL_ID_RE, RecordedEvent, model_id_of, redact, redact_text
 from lifecycle.service import LifecycleError, ModelStatus
 
@@ -280,7 +281,11 @@ class Api:
     @_json_errors
     async def health(self, request: Request) -> Response:
         report = await run_in_threadpool(self._service().health)
-        return JSONResponse(report, status_code=200 if report.get("ok") else 503)
+        status_code = 200 if report.get("ok") else 503
+        if not getattr(request.state, AUTHENTICATED, True):
+            # Liveness for anyone; paths, Docker details and catalog errors only with the token.
+            return JSONResponse({"ok": bool(report.get("ok"))}, status_code=status_code)
+        return JSONResponse(report, status_code=status_code)
 
     @_json_errors
     async def models(self, request: Request) -> Response:

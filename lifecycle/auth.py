@@ -20,6 +20,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 log = logging.getLogger(__name__)
 
 BEARER: Final = "bearer"
+# Request-state key: did this request carry the token? Unset when no token is configured.
+AUTHENTICATED: Final = "authenticated"
 
 
 class ExposureRefused(RuntimeError):
@@ -73,11 +75,14 @@ class BearerAuthMiddleware:
         self._public = frozenset(public_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self._token is None or get_route_path(scope) in self._public:
+        if scope["type"] != "http" or self._token is None:
             await self.app(scope, receive, send)
             return
         headers = dict(_decoded_headers(scope))
-        if bearer_matches(headers.get("authorization"), self._token):
+        authenticated = bearer_matches(headers.get("authorization"), self._token)
+        if authenticated or get_route_path(scope) in self._public:
+            # Public routes answer everyone, but may tell a caller with the token more.
+            scope.setdefault("state", {})[AUTHENTICATED] = authenticated
             await self.app(scope, receive, send)
             return
         reason = "missing" if "authorization" not in headers else "wrong"

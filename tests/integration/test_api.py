@@ -308,7 +308,12 @@ def test_token_guards_every_route_but_health(
                 assert response.headers["www-authenticate"].startswith("Bearer")
         assert model(client, "sim-a", AUTH)["desired"] == "unloaded", "a refused load must not happen"
 
-        assert client.get("/api/health").status_code == 200
+        anonymous = client.get("/api/health")
+        assert anonymous.status_code == 200
+        assert anonymous.json() == {"ok": True}, "details are for callers with the token"
+        detailed = client.get("/api/health", headers=AUTH).json()
+        assert detailed["ok"] is True
+        assert detailed["catalog"]["path"] == str(catalog)
         assert client.get("/api/models", headers=AUTH).status_code == 200
         assert client.post("/api/models/sim-a/load", headers=AUTH).status_code == 202
     assert TOKEN not in caplog.text
