@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from ui.frame import draw_frame
-from ui.service import require_service
+from ui.service_gate import require_service
 
 st.set_page_config(page_title="DxGChatBenchMark", page_icon=":material/memory:", layout="wide")
 

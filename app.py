@@ -17,9 +17,10 @@ from typing import Final
 import streamlit as st
 from streamlit import config as streamlit_config
 
-import app_context
-from lifecycle import api
-from lifecycle.events import redact_text
+import lifespan
+import service_access
+from lifecycle.api import endpoints
+from lifecycle.core.events import redact_text
 from settings import get_settings
 
 LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -64,8 +65,9 @@ settings = get_settings()
 
 app = st.App(
     "Home.py",
-    routes=api.routes(app_context.get_service, settings.api_token, app_context.stopping),
-    lifespan=app_context.lifespan(settings, streamlit_bind),
+    routes=endpoints.routes(service_access.get_service, settings.api_token, service_access.stopping),
+    middleware=endpoints.middleware(),
+    lifespan=lifespan.lifespan(settings, streamlit_bind),
 )
 
 if __name__ == "__main__":

@@ -14,7 +14,11 @@ from pathlib import Path
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from lifecycle.core.policy import RestartPolicy
+
 _INSTANCE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+# The restart figures have one source, the policy's own defaults; these fields only name them.
+_RESTART = RestartPolicy()
 
 
 def sqlite_path(db_url: str) -> Path | None:
@@ -52,18 +56,26 @@ class Settings(BaseSettings):
     instance: str = Field(default="", description="Names this instance's containers and processes.")
     # Restart policy: the figures DESIGN.md gives; Docker's own (100 ms .. 60 s) is too eager for
     # servers whose start takes minutes, Kubernetes' (10 s .. 300 s) too slow for a desk.
-    restart_initial_s: float = Field(default=2.0, gt=0, description="First restart delay after a crash.")
-    restart_factor: float = Field(
-        default=2.0, ge=1, description="Each further restart waits this much longer."
+    restart_initial_s: float = Field(
+        default=_RESTART.initial_s, gt=0, description="First restart delay after a crash."
     )
-    restart_max_s: float = Field(default=60.0, gt=0, description="Longest restart delay.")
+    restart_factor: float = Field(
+        default=_RESTART.factor, ge=1, description="Each further restart waits this much longer."
+    )
+    restart_max_s: float = Field(default=_RESTART.max_s, gt=0, description="Longest restart delay.")
     restart_reset_after_s: float = Field(
-        default=600.0, ge=0, description="Ready this long before a crash: the delay starts over."
+        default=_RESTART.reset_after_s,
+        ge=0,
+        description="Ready this long before a crash: the delay starts over.",
     )
     crash_limit: int = Field(
-        default=5, ge=1, description="This many crashes within crash_window_s: give up (failed)."
+        default=_RESTART.crash_limit,
+        ge=1,
+        description="This many crashes within crash_window_s: give up (failed).",
     )
-    crash_window_s: float = Field(default=600.0, gt=0, description="Window counted for crash_limit.")
+    crash_window_s: float = Field(
+        default=_RESTART.crash_window_s, gt=0, description="Window counted for crash_limit."
+    )
     tick_s: float = Field(default=1.0, gt=0, description="How often the reconciler re-checks every server.")
     fast_tick_s: float = Field(
         default=0.25, gt=0, description="The reconciler's interval while a server starts or stops."
@@ -88,6 +100,16 @@ class Settings(BaseSettings):
                 "from a-z, 0-9, '_' and '-', starting with a letter or digit"
             )
         return self
+
+    def restart_policy(self) -> RestartPolicy:
+        return RestartPolicy(
+            initial_s=self.restart_initial_s,
+            factor=self.restart_factor,
+            max_s=self.restart_max_s,
+            reset_after_s=self.restart_reset_after_s,
+            crash_limit=self.crash_limit,
+            crash_window_s=self.crash_window_s,
+        )
 
     def ensure_dirs(self) -> None:
         """Create the log folder and the SQLite file's folder."""

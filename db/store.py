@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from db.session import read_connection
 from db.tables import EventRow, ModelStateRow
-from lifecycle.events import (
+from lifecycle.core.events import (
     FAILURE_TYPES,
     MODEL_STREAM_PREFIX,
     Event,
@@ -33,8 +33,8 @@ from lifecycle.events import (
     redact,
     to_record,
 )
-from lifecycle.projection import ModelState, apply, fold
-from lifecycle.states import Desired, Phase
+from lifecycle.core.projection import ModelState, advance, apply, fold
+from lifecycle.core.states import Desired, Phase
 
 ACTOR_MAX: Final = 64
 # Model streams sort between these bounds ("model:" < s < "model;"), so the
@@ -64,6 +64,15 @@ _STATE_COLUMNS = (
 
 # The audit trail in the app log; payloads are already redacted when they get here.
 audit_log = logging.getLogger("dxg.audit")
+log = logging.getLogger(__name__)
+
+
+# How often ``append_retrying`` re-reads and tries again; each conflict means another writer
+# succeeded, so running out means the stream is written faster than we can read it.
+APPEND_ATTEMPTS: Final = 50
+
+# decide(current version) -> the events to append then ([] when nothing is to be done).
+Decision = Callable[[int], Sequence[Event]]
 
 
 class ConcurrencyConflict(Exception):
@@ -78,6 +87,10 @@ class ConcurrencyConflict(Exception):
             f"concurrency conflict on stream {stream!r}: expected version {expected}, "
             f"found {found}; another writer appended first, re-read the stream and retry"
         )
+
+
+class AppendGaveUp(RuntimeError):
+    """``append_retrying`` lost the race ``APPEND_ATTEMPTS`` times in a row."""
 
 
 def _recorded(row: Row[Any]) -> RecordedEvent:
@@ -183,12 +196,36 @@ class EventStore:
             audit_log.log(level, audit_line(recorded))
         return stored
 
+    def append_retrying(
+        self, stream: str, decide: Decision, actor: str, *, attempts: int = APPEND_ATTEMPTS
+    ) -> list[RecordedEvent]:
+        """Read the stream's version, ask ``decide`` what to append at it, and append; on a
+        conflict read and decide again. The one retry rule for every writer.
+
+        ``decide`` may look at the current state and return ``[]`` (nothing to do: an
+        idempotent command that is already satisfied) or raise to refuse. Returns what was
+        stored; raises ``AppendGaveUp``, logged, when the stream never stands still.
+        """
+        events: Sequence[Event] = []
+        for _ in range(attempts):
+            version = self.current_version(stream)
+            events = decide(version)
+            if not events:
+                return []
+            try:
+                return self.append(stream, events, version, actor)
+            except ConcurrencyConflict:
+                continue
+        types = [e.type for e in events]
+        log.error("gave up appending %s to %s after %d conflicts", types, stream, attempts)
+        raise AppendGaveUp(f"could not record {types} on {stream}: it kept moving ({attempts} conflicts)")
+
     def _project(
         self, conn: Connection, model_id: str, expected_version: int, stored: Iterable[RecordedEvent]
     ) -> None:
         row = self._load_state(conn, model_id)
         if (row.version if row else 0) == expected_version:
-            after = fold(stored, row)
+            after = advance(row, stored)  # raises IllegalTransition: the transaction rolls back
         else:
             # The row lags its stream (restored backup, manual edit): heal it from the whole
             # stream, which in this transaction already holds the new events.

@@ -21,12 +21,11 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from db.session import make_engine
-from db.store import ConcurrencyConflict, EventStore
-from lifecycle.availability import AvailabilityCache
+from db.store import Decision, EventStore
 from lifecycle.catalog import Catalog, ModelSpec, RuntimeKind
-from lifecycle.catalog_watch import CatalogHolder
-from lifecycle.docker_watch import DockerPing, DockerWatch
-from lifecycle.events import (
+from lifecycle.catalog.watch import CatalogHolder
+from lifecycle.core.errors import CannotLoad, InvalidRequest, LifecycleError, UnknownModel
+from lifecycle.core.events import (
     APP_STREAM,
     AppStarted,
     AppStopped,
@@ -38,16 +37,18 @@ from lifecycle.events import (
     check_model_id,
     model_stream,
 )
-from lifecycle.history_cache import HistoryCache
-from lifecycle.policy import RestartPolicy
-from lifecycle.projection import ModelState
-from lifecycle.reconciler import Reconciler
-from lifecycle.runtimes.base import Availability, Handle
+from lifecycle.core.policy import RestartPolicy
+from lifecycle.core.projection import ModelState
+from lifecycle.core.states import LOADED, RUNNING, UNLOADED, Phase
+from lifecycle.core.status_view import ModelStatus, model_status
+from lifecycle.core.values import Availability, Handle
+from lifecycle.observe.availability import AvailabilityCache
+from lifecycle.observe.docker_events import DockerPing, DockerWatch
+from lifecycle.observe.probes import ReadyProbe, probe_ready
 from lifecycle.runtimes.registry import Runtimes
-from lifecycle.service_errors import CannotLoad, InvalidRequest, LifecycleError, UnknownModel
-from lifecycle.states import LOADED, RUNNING, UNLOADED, Phase
-from lifecycle.status_view import ModelStatus, model_status
-from lifecycle.wakeup import ChangeSignal
+from lifecycle.supervisor.memory_cache import MemoryCache
+from lifecycle.supervisor.reconciler import Reconciler
+from lifecycle.supervisor.wakeup import ChangeSignal
 from settings import Settings
 
 __all__ = [
@@ -65,8 +66,6 @@ APP_ACTOR: Final = "app"
 ACTOR_MAX: Final = 64
 HISTORY_LIMIT_MAX: Final = 1000
 LOG_TAIL_MAX: Final = 10_000
-# Commands retry a lost race this often; each loss means someone else's request got in.
-COMMAND_ATTEMPTS: Final = 20
 # wait() re-reads at least this often, in case another process writes the same database.
 WAIT_RECHECK_S: Final = 1.0
 CONTAINER_RUNTIMES: Final = frozenset({RuntimeKind.DOCKER.value, RuntimeKind.COMPOSE.value})
@@ -81,18 +80,26 @@ class LifecycleService:
         store: EventStore | None = None,
         runtimes: Runtimes | None = None,
         policy: RestartPolicy | None = None,
+        probe: ReadyProbe = probe_ready,
     ) -> None:
         self.settings = settings
         self._store = store if store is not None else EventStore(make_engine(settings.db_url))
         self._runtimes = runtimes if runtimes is not None else Runtimes(settings)
-        self._policy = policy or RestartPolicy.from_settings(settings)
+        self._policy = policy or settings.restart_policy()
         self._catalog = CatalogHolder(settings.catalog)
         self._catalog.reload()
         self._changes = ChangeSignal()
-        self._histories = HistoryCache(self._store, self._policy)
+        self._memories = MemoryCache(self._store, self._policy)
         self._availability = AvailabilityCache(self._runtimes)
         self._reconciler = Reconciler(
-            settings, self._store, self._runtimes, self._catalog, self._histories, self._policy, self._changes
+            settings,
+            self._store,
+            self._runtimes,
+            self._catalog,
+            self._memories,
+            self._policy,
+            self._changes,
+            probe=probe,
         )
         self._docker_watch = DockerWatch(settings.instance, self._reconciler.kick)
         self._docker_ping = DockerPing()
@@ -145,12 +152,14 @@ class LifecycleService:
             self._docker_watch.start()
 
     def _append_app(self, event: Event) -> None:
-        for _ in range(COMMAND_ATTEMPTS):
-            try:
-                self._store.append(APP_STREAM, [event], self._store.current_version(APP_STREAM), APP_ACTOR)
-                return
-            except ConcurrencyConflict:
-                continue
+        self._store.append_retrying(APP_STREAM, lambda _version: [event], APP_ACTOR)
+
+    def _command(self, model_id: str, decide: Decision, actor: str) -> None:
+        """Append what ``decide`` asks for on the model's stream (racing commands retry and
+        collapse: ten clicks on Load append one LoadRequested), then wake the reconciler."""
+        if self._store.append_retrying(model_stream(model_id), decide, actor):
+            self._changes.notify()
+        self._reconciler.kick()
 
     # --- commands ----------------------------------------------------------------------------
 
@@ -161,21 +170,18 @@ class LifecycleService:
         if not spec.can_load:
             how = spec.manual_start or f"start it by hand so that it answers at {spec.url}"
             raise CannotLoad(f"{spec.name} is an external server that the app does not start: {how}")
-        for _ in range(COMMAND_ATTEMPTS):
+
+        def decide(_version: int) -> list[Event]:
             state = self._state(model_id)
             if state.desired == LOADED and state.phase != Phase.FAILED:
-                break  # already asked for; the reconciler is on it
+                return []  # already asked for; the reconciler is on it
             if state.phase not in RUNNING:
                 availability = self._availability.refresh(spec)
                 if not availability.available:
                     raise CannotLoad(f"{spec.name} can't be loaded: {availability.reason}")
-            try:
-                self._store.append(model_stream(model_id), [LoadRequested()], state.version, actor)
-            except ConcurrencyConflict:
-                continue  # someone else's request got in first: look again
-            self._changes.notify()
-            break
-        self._reconciler.kick()
+            return [LoadRequested()]
+
+        self._command(model_id, decide, actor)
         return self.status_of(model_id)
 
     def unload(self, model_id: str, actor: str = "ui") -> ModelStatus:
@@ -186,19 +192,12 @@ class LifecycleService:
             raise CannotLoad(
                 f"{spec.name} is an external server that the app does not stop: stop it where it was started"
             )
-        for _ in range(COMMAND_ATTEMPTS):
-            state = self._state(model_id)
-            if state.desired == UNLOADED:
-                break
-            try:
-                self._store.append(
-                    model_stream(model_id), [UnloadRequested(reason="user")], state.version, actor
-                )
-            except ConcurrencyConflict:
-                continue
-            self._changes.notify()
-            break
-        self._reconciler.kick()
+
+        def decide(_version: int) -> list[Event]:
+            wanted = self._state(model_id).desired != UNLOADED
+            return [UnloadRequested(reason="user")] if wanted else []
+
+        self._command(model_id, decide, actor)
         return self.status_of(model_id)
 
     def wait(self, model_id: str, until: Literal["ready", "stopped"], timeout_s: float) -> ModelStatus:
@@ -317,7 +316,7 @@ class LifecycleService:
         return self._store.model_state(model_id) or ModelState(model_id=model_id)
 
     def _view(self, spec: ModelSpec, state: ModelState | None, now: float) -> ModelStatus:
-        usual = self._histories.get(state).usual_load_s if state is not None else None
+        usual = self._memories.get(state).usual_load_s if state is not None else None
         if spec.can_load and state is not None and state.phase in RUNNING:
             availability = Availability.ok()  # its own server holds the port check() looks at
         else:

@@ -8,7 +8,7 @@ from inference import ChatRequest
 from ui.chat_render import render_turn, stream_reply
 from ui.chat_view import Turn, conversation, request_messages
 from ui.routing import ensure_routed
-from ui.service import require_service
+from ui.service_gate import require_service
 from ui.widgets import rerun_when
 
 WATCH_S = 2.0

@@ -8,7 +8,7 @@ from lifecycle.service import HISTORY_LIMIT_MAX
 from ui.format import duration
 from ui.history_view import event_rows, filter_rows, to_csv, to_records
 from ui.routing import ensure_routed
-from ui.service import require_service
+from ui.service_gate import require_service
 from ui.stats import load_stats
 
 SHOWN_COLUMNS = ("time", "model", "event", "actor", "details")  # the CSV keeps the position too

@@ -6,12 +6,12 @@ from typing import Final
 
 import streamlit as st
 
-from app_context import get_service
+from lifecycle.core.states import Dot
 from lifecycle.service import LifecycleError
-from lifecycle.states import Dot
+from service_access import get_service
 from ui.format import dot_md, escape_md
 from ui.routing import ensure_routed
-from ui.service import require_service
+from ui.service_gate import require_service
 from ui.widgets import log_box
 
 LINE_CHOICES: Final = (50, 200, 1000, 5000)

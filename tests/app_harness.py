@@ -1,7 +1,7 @@
 """The app's API and lifespan served in-process, wired exactly as app.py wires them.
 
 Streamlit's runtime is a process-wide singleton, so only one ``st.App`` can start per test
-process; these tests serve ``lifecycle.api.routes`` with ``app_context.lifespan`` from a plain
+process; these tests serve ``lifecycle.api.endpoints.routes`` with ``lifespan.lifespan`` from a plain
 Starlette app instead, the same two pieces app.py hands to ``st.App``.
 """
 
@@ -15,8 +15,9 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-import app_context
-from lifecycle import api
+import lifespan
+import service_access
+from lifecycle.api import endpoints
 from settings import Settings
 
 
@@ -43,8 +44,9 @@ def serve(settings: Settings, bind: tuple[str, int] = ("127.0.0.1", 8080)) -> It
     """The API under its lifespan, started and stopped with the test client; ``bind`` stands in
     for the address the HTTP server would report."""
     app = Starlette(
-        routes=api.routes(app_context.get_service, settings.api_token, app_context.stopping),
-        lifespan=app_context.lifespan(settings, lambda: bind),
+        routes=endpoints.routes(service_access.get_service, settings.api_token, service_access.stopping),
+        middleware=endpoints.middleware(),
+        lifespan=lifespan.lifespan(settings, lambda: bind),
     )
     with TestClient(app) as client:
         yield client

@@ -37,3 +37,27 @@ def docker_client() -> Iterator[object]:
         skip_or_fail("DXG_REQUIRE_DOCKER", f"no Docker engine answers: {exc}")
     yield client
     client.close()
+
+
+def _built_sim_image() -> str:
+    from simulator.image.build import build_image
+
+    return build_image().tag  # skips the build when the image is up to date
+
+
+@pytest.fixture(scope="session")
+def sim_image(docker_client: object) -> str:
+    """The simulator's image, built here when missing or out of date (``make sim-image`` does the
+    same). Every test that runs it asks for this fixture: a fresh machine has no such image."""
+    return _built_sim_image()
+
+
+@pytest.fixture(scope="session")
+def compose_sim_image(docker_client: object) -> str:
+    """The simulator's image for compose tests; a skip (a failure under DXG_REQUIRE_DOCKER) without a
+    compose tool. Compose test modules name it ``sim_image`` for their tests."""
+    from lifecycle.runtimes.composecli import detect_tool
+
+    if detect_tool() is None:
+        skip_or_fail("DXG_REQUIRE_DOCKER", "neither `docker compose` nor `docker-compose` is installed")
+    return _built_sim_image()

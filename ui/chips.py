@@ -12,8 +12,8 @@ from typing import Final
 
 import streamlit as st
 
-from app_context import ServiceNotRunning, get_service
-from lifecycle.status_view import ModelStatus
+from lifecycle.core.status_view import ModelStatus
+from service_access import ServiceNotRunning, get_service
 from ui.format import dot_md, escape_md, size_label
 
 log = logging.getLogger(__name__)

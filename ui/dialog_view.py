@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
-from lifecycle.states import LOADED, LOADING_LABEL, OFFLINE_LABEL, RUNNING, Phase
-from lifecycle.status_view import ModelStatus
+from lifecycle.core.states import LOADED, LOADING_LABEL, OFFLINE_LABEL, RUNNING, Phase
+from lifecycle.core.status_view import ModelStatus
 from ui.format import clock
 
 LOAD_LABEL: Final = "🚀 Load Model"

@@ -10,7 +10,7 @@ import re
 import time
 from typing import Final
 
-from lifecycle.states import Dot, clock
+from lifecycle.core.states import Dot, clock
 
 __all__ = ["clock", "dot_md", "duration", "escape_md", "local_time", "size_label"]
 

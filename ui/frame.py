@@ -6,7 +6,7 @@ from typing import Final
 
 import streamlit as st
 
-from app_context import ServiceNotRunning, get_service
+from service_access import ServiceNotRunning, get_service
 from ui.chips import DIALOG_KEY, chips_footer
 from ui.format import escape_md
 from ui.model_dialog import model_dialog

@@ -11,7 +11,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Final
 
-from lifecycle.events import APP_STREAM, RecordedEvent, model_id_of, redact
+from lifecycle.core.events import APP_STREAM, RecordedEvent, model_id_of, redact
 from ui.format import duration, local_time
 
 # Payload keys too long or too internal for a table cell (the log tail has its own page).

@@ -13,9 +13,9 @@ from typing import Final
 
 import streamlit as st
 
-from app_context import get_service
+from lifecycle.core.status_view import ModelStatus
 from lifecycle.service import LifecycleError, LifecycleService, UnknownModel
-from lifecycle.status_view import ModelStatus
+from service_access import get_service
 from ui.chips import DIALOG_KEY
 from ui.dialog_view import LOAD_LABEL, RETRY_LABEL, UNLOAD_LABEL, Action, DialogView, dialog_view
 from ui.format import dot_md, escape_md

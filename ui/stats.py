@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from lifecycle.events import Crashed, GaveUp, ReadyObserved, RecordedEvent, StartFailed, model_id_of
+from lifecycle.core.events import Crashed, GaveUp, ReadyObserved, RecordedEvent, StartFailed, model_id_of
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

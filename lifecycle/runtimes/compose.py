@@ -6,12 +6,12 @@ with an argv list (never a shell) and the environment os.environ + the catalog's
 ``compose.project`` or ``dxg-<instance>``, so two app instances never share containers. The
 override file (composecli.write_override) gives the container the same dxg labels the docker
 runtime uses, so everything after the start goes through the Docker SDK, shared with that
-runtime (containerbase.py): inspect, find_managed, log copying, and stop.
+runtime (container_runtime.py): inspect, find_managed, log copying, and stop.
 
 Stop does not call ``compose stop``: that needs the file to still parse with the same
 environment, which an adopted container (from an earlier app run) or an edited file cannot
 promise. ``compose stop -t`` is a ``docker stop -t`` per container, which the SDK does directly;
-the container is then removed (see containerbase), and the project's network too once the
+the container is then removed (see container_runtime), and the project's network too once the
 project has no container left.
 """
 
@@ -28,8 +28,8 @@ from docker.errors import APIError
 from docker.models.containers import Container
 
 from lifecycle.catalog import ComposeSettings, ModelSpec, RuntimeKind
-from lifecycle.events import check_model_id
-from lifecycle.runtimes.base import ComposeInvalid, Handle, RuntimeFailure, env_problem
+from lifecycle.core.events import check_model_id
+from lifecycle.core.values import Handle
 from lifecycle.runtimes.composecli import (
     NOT_INSTALLED,
     UP_TIMEOUT_S,
@@ -42,9 +42,10 @@ from lifecycle.runtimes.composecli import (
     trim,
     write_override,
 )
-from lifecycle.runtimes.containerbase import ContainerRuntime
-from lifecycle.runtimes.containers import managed_labels
+from lifecycle.runtimes.container_labels import managed_labels
+from lifecycle.runtimes.container_runtime import ContainerRuntime
 from lifecycle.runtimes.dockerhost import DockerHost
+from lifecycle.runtimes.protocol import ComposeInvalid, RuntimeFailure, env_problem
 from settings import Settings
 
 PROJECT_LABEL = "com.docker.compose.project"

@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from lifecycle.events import redact_text
-from lifecycle.runtimes.base import RuntimeFailure
+from lifecycle.core.events import redact_text
+from lifecycle.runtimes.protocol import RuntimeFailure
 
 VERSION_TIMEOUT_S = 15.0
 CONFIG_TIMEOUT_S = 60.0

@@ -4,7 +4,7 @@ The container is named ``dxg-{instance}-{model id}`` and labelled as this instan
 containers.py). Its restart policy is ``no``: the reconciler is the one supervisor, and two
 would fight over every crash. Ports are published on the url's host only (127.0.0.1 unless
 the catalog's url says otherwise), so a model server is never exposed to the network by
-accident. Observing, stopping and log copying are shared with compose (containerbase.py).
+accident. Observing, stopping and log copying are shared with compose (container_runtime.py).
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ from docker.models.containers import Container
 from docker.types import DeviceRequest
 
 from lifecycle.catalog import DockerSettings, ModelSpec, RuntimeKind
-from lifecycle.events import REDACTED, check_model_id, redact
-from lifecycle.runtimes.base import Handle, ImageMissing, RuntimeFailure, env_problem
-from lifecycle.runtimes.containerbase import ContainerRuntime
-from lifecycle.runtimes.containers import managed_labels
+from lifecycle.core.events import REDACTED, check_model_id, redact
+from lifecycle.core.values import Handle
+from lifecycle.runtimes.container_labels import managed_labels
+from lifecycle.runtimes.container_runtime import ContainerRuntime
+from lifecycle.runtimes.protocol import ImageMissing, RuntimeFailure, env_problem
 
 GPU_HINT = (
     "the model asks for GPUs (docker.gpus) but Docker cannot hand them out here; install the "

@@ -17,7 +17,7 @@ import requests
 from docker import DockerClient
 from docker.errors import APIError, DockerException
 
-from lifecycle.runtimes.base import EngineUnavailable
+from lifecycle.runtimes.protocol import EngineUnavailable
 
 DEFAULT_ENDPOINT = "unix:///var/run/docker.sock"
 DEFAULT_TIMEOUT_S = 30.0

@@ -11,10 +11,11 @@ import time
 from dataclasses import dataclass
 
 from lifecycle.catalog import ModelSpec, RuntimeKind
-from lifecycle.events import redact_text
-from lifecycle.probes import probe_live
+from lifecycle.core.events import redact_text
+from lifecycle.core.values import Availability, Handle, Observation
+from lifecycle.observe.probes import probe_live
 from lifecycle.runtimes import logfile
-from lifecycle.runtimes.base import Availability, Handle, Observation, RuntimeFailure
+from lifecycle.runtimes.protocol import RuntimeFailure
 from settings import Settings
 
 

@@ -16,10 +16,12 @@ from collections import deque
 from pathlib import Path
 from typing import IO
 
-from lifecycle.events import check_model_id, redact_text
+from lifecycle.core.events import check_model_id, redact_text
 
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_BACKUPS = 2
+# Lines of a server's log kept with a crash or failed start: enough to see why, short enough for an event.
+EVENT_TAIL_LINES = 20
 
 # Copy-truncate from two threads at once would copy the same bytes twice.
 _rotate_lock = threading.Lock()

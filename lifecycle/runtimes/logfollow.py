@@ -17,10 +17,10 @@ from typing import IO
 
 from docker.errors import NotFound
 
-from lifecycle.events import redact_text
+from lifecycle.core.events import redact_text
 from lifecycle.runtimes import logfile
-from lifecycle.runtimes.base import RuntimeFailure
 from lifecycle.runtimes.dockerhost import DockerHost
+from lifecycle.runtimes.protocol import RuntimeFailure
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from lifecycle.events import check_model_id
+from lifecycle.core.events import check_model_id
 
 
 @dataclass(frozen=True)

@@ -31,23 +31,20 @@ from pathlib import Path
 import psutil
 
 from lifecycle.catalog import ModelSpec, RuntimeKind
-from lifecycle.events import redact, redact_text
+from lifecycle.core.events import redact, redact_text
+from lifecycle.core.values import Availability, ExitCallback, Handle, Observation
 from lifecycle.runtimes import logfile, proctree
-from lifecycle.runtimes.base import (
+from lifecycle.runtimes.pidfile import PidDir, PidRecord
+from lifecycle.runtimes.ports import port_holder, port_is_free
+from lifecycle.runtimes.protocol import (
     AlreadyRunning,
-    Availability,
     ExecutableMissing,
-    ExitCallback,
-    Handle,
     ModelFilesMissing,
-    Observation,
     PortInUse,
     RuntimeFailure,
     WorkdirMissing,
     env_problem,
 )
-from lifecycle.runtimes.pidfile import PidDir, PidRecord
-from lifecycle.runtimes.ports import port_holder, port_is_free
 from settings import Settings
 
 log = logging.getLogger(__name__)

@@ -12,9 +12,10 @@ import threading
 from collections.abc import Callable, Mapping
 
 from lifecycle.catalog import ModelSpec, RuntimeKind
-from lifecycle.events import redact_text
+from lifecycle.core.events import redact_text
+from lifecycle.core.values import Availability, ExitCallback, Handle, Observation
 from lifecycle.runtimes import logfile
-from lifecycle.runtimes.base import Availability, ExitCallback, Handle, Observation, Runtime, RuntimeFailure
+from lifecycle.runtimes.protocol import Runtime, RuntimeFailure
 from settings import Settings
 
 RuntimeFactory = Callable[[Settings], Runtime]
@@ -118,8 +119,3 @@ class Runtimes:
             for runtime in self._created.values():
                 if hasattr(runtime, "on_exit"):
                     runtime.on_exit = callback  # type: ignore[attr-defined]
-
-
-def runtime_for(kind: RuntimeKind | str, settings: Settings) -> Runtime:
-    """A fresh runtime of ``kind``; apps should share one ``Runtimes`` instead."""
-    return Runtimes(settings).get(kind)

@@ -21,7 +21,7 @@ import httpx
 import psutil
 import pytest
 
-from lifecycle.events import RecordedEvent
+from lifecycle.core.events import RecordedEvent
 from lifecycle.runtimes.process import INSTANCE_ENV
 from tests.catalogs import sim_compose, sim_process, write_catalog
 from tests.e2e.app_process import (
@@ -92,6 +92,7 @@ def test_sigterm_stops_everything_and_a_sigkilled_app_is_adopted(
 ) -> None:
     models = ["sim-p"]
     if runtimes == "process+compose":
+        request.getfixturevalue("compose_sim_image")  # a fresh machine has no image yet
         models = with_compose(files, request.getfixturevalue("docker_client"))
 
     # Load through the API, then SIGTERM: nothing may outlive the app.

@@ -1,4 +1,5 @@
-"""Helpers for the docker and compose runtime tests: the simulator image, cleanup, settings."""
+"""Helpers for the docker and compose runtime tests: cleanup, settings, logs (the simulator image is
+the ``sim_image`` fixture)."""
 
 from __future__ import annotations
 
@@ -10,31 +11,17 @@ from pathlib import Path
 from docker import DockerClient
 from docker.errors import APIError, NotFound
 
-from lifecycle.runtimes.base import Handle, Observation, Runtime
-from lifecycle.runtimes.composecli import detect_tool
-from lifecycle.runtimes.containers import LABEL_INSTANCE
+from lifecycle.core.values import Handle, Observation
+from lifecycle.runtimes.container_labels import LABEL_INSTANCE
 from lifecycle.runtimes.logfile import log_path
+from lifecycle.runtimes.protocol import Runtime
 from settings import Settings
 from simulator.events import parse_event
-from simulator.image.build import build_image
 from tests.conftest import REPO_ROOT
-from tests.support import skip_or_fail
 
 COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
 # A Docker endpoint nothing listens on: what "Docker is not running" looks like.
 DEAD_SOCKET = "unix:///tmp/nonexistent.sock"
-
-
-def ensure_sim_image() -> str:
-    """dxg-sim:local, built by the `make sim-image` entry when missing or out of date."""
-    return build_image().tag
-
-
-def ensure_compose_sim_image() -> str:
-    """dxg-sim:local for compose tests; a skip (a failure under DXG_REQUIRE_DOCKER) without a compose tool."""
-    if detect_tool() is None:
-        skip_or_fail("DXG_REQUIRE_DOCKER", "neither `docker compose` nor `docker-compose` is installed")
-    return ensure_sim_image()
 
 
 def sim_args(model_id: str, *extra: str) -> list[str]:

@@ -11,8 +11,8 @@ from typing import Any
 import psutil
 
 from db.migrate import upgrade_to_head
-from lifecycle.events import Event, RecordedEvent, model_stream
-from lifecycle.projection import fold
+from lifecycle.core.events import Event, RecordedEvent, model_stream
+from lifecycle.core.projection import fold
 from lifecycle.runtimes.process import INSTANCE_ENV, MODEL_ENV
 from lifecycle.runtimes.registry import Runtimes
 from lifecycle.service import LifecycleService

@@ -21,12 +21,12 @@ from pydantic import SecretStr
 from starlette.testclient import TestClient
 from streamlit.runtime import Runtime
 
-import app_context
 import cli
+import service_access
 from db.session import make_engine
 from db.store import EventStore
-from lifecycle.events import model_stream
-from lifecycle.runtimes.containers import LABEL_INSTANCE
+from lifecycle.core.events import model_stream
+from lifecycle.runtimes.container_labels import LABEL_INSTANCE
 from lifecycle.runtimes.ports import port_is_free
 from settings import get_settings
 from tests.app_harness import make_settings, serve
@@ -276,8 +276,8 @@ def test_unexpected_failure_is_a_logged_500_without_traceback(
     def broken() -> None:
         raise ZeroDivisionError("deep inside")
 
-    monkeypatch.setattr(app_context.get_service(), "status", broken)
-    with caplog.at_level(logging.ERROR, logger="lifecycle.api"):
+    monkeypatch.setattr(service_access.get_service(), "status", broken)
+    with caplog.at_level(logging.ERROR, logger="lifecycle.api.endpoints"):
         body = assert_error(client.get("/api/models"), 500, "internal_error")
     assert "ZeroDivisionError" not in str(body)
     assert "Traceback" not in str(body)
@@ -391,9 +391,52 @@ def test_the_real_app_object(app_module: Any) -> None:
         assert_error(client.get("/api/models"), 401, "unauthorized")
         models = client.get("/api/models", headers=AUTH).json()["models"]
         assert {m["id"] for m in models} >= {"sim-a", "ext", "off"}
-        assert app_module.app.state["service"] is app_context.get_service()
-    with pytest.raises(app_context.ServiceNotRunning):
-        app_context.get_service()
+        assert app_module.app.state["service"] is service_access.get_service()
+    with pytest.raises(service_access.ServiceNotRunning):
+        service_access.get_service()
+
+
+# Ids as they stand in a URL: traversal (plain, encoded, double-encoded), NUL and control bytes,
+# UNC and drive roots, absolute paths, bytes that are not UTF-8, header injection, markup, SQL, a
+# case the id rule refuses and one far too long.
+HOSTILE_IDS = [
+    "..%2F..%2Fetc%2Fpasswd", "%2e%2e", "%2e%2e%2f%2e%2e%2fetc", "%252e%252e%252f", "..%5C..%5Cwindows",
+    "%00", "sim-a%00", "%0d%0aSet-Cookie:%20x=1", "%5C%5Cserver%5Cshare", "C%3A%5CWindows",
+    "%2Fetc%2Fpasswd", "%ff%fe", "%E2%80%AE", "%3Cscript%3E", "'%3B%20DROP%20TABLE%20events%3B--",
+    "SIM-A", "~", "a" * 300,
+]  # fmt: skip
+MODEL_ROUTES = [
+    ("GET", "/api/models/{id}"),
+    ("POST", "/api/models/{id}/load"),
+    ("POST", "/api/models/{id}/unload"),
+    ("GET", "/api/models/{id}/logs"),
+    ("GET", "/api/events?model={id}"),
+]
+
+
+def files_under(root: Path) -> set[Path]:
+    return {path for path in root.rglob("*") if path.is_file()}
+
+
+def test_every_route_answers_hostile_ids_in_json_and_touches_nothing(app_module: Any, tmp_path: Path) -> None:
+    """Through app.py's own st.App, Streamlit's path-security middleware included: it answers a
+    bare-text 400 to '..' and NUL paths, so the API's guard must answer them first."""
+    with TestClient(app_module.app) as client:
+        before = files_under(tmp_path)
+        for method, template in MODEL_ROUTES:
+            for raw in HOSTILE_IDS:
+                url = template.format(id=raw)
+                response = client.request(method, url, headers=AUTH)
+                assert response.status_code in (404, 422), (method, url, response.status_code, response.text)
+                assert response.headers["content-type"].startswith("application/json"), (url, response.text)
+                body = response.json()
+                assert body["error"] in {"not_found", "unknown_model", "invalid_request"}, (url, body)
+                assert body["detail"], url
+        service = service_access.get_service()
+        streams = {event.stream for event in service.history(limit=1000)}
+        assert streams == {"app"}, streams  # no command reached a model stream
+        # Only the database's own files may change (WAL); nothing new appears anywhere.
+        assert {p for p in files_under(tmp_path) - before if not p.name.startswith("dxg.db")} == set()
 
 
 # --- concurrency, with a real container ------------------------------------------------------------
@@ -428,7 +471,7 @@ def run_together(count: int, action: Callable[[], httpx.Response]) -> list[httpx
 
 @pytest.mark.docker
 @pytest.mark.slow
-def test_ten_concurrent_loads_start_one_container(tmp_path: Path, docker_client: Any) -> None:
+def test_ten_concurrent_loads_start_one_container(tmp_path: Path, docker_client: Any, sim_image: str) -> None:
     catalog = write_catalog(tmp_path / "models.yaml", sim_docker("sim-box", free_port()))
     settings = make_settings(tmp_path, catalog)
     store = EventStore(make_engine(settings.db_url))

@@ -19,23 +19,22 @@ from docker import DockerClient
 from docker.errors import NotFound
 
 from lifecycle.catalog import ModelSpec
-from lifecycle.events import InvalidStream
-from lifecycle.readiness import wait_until_ready
-from lifecycle.runtimes.base import ComposeInvalid, ImageMissing, RuntimeFailure
+from lifecycle.core.events import InvalidStream
 from lifecycle.runtimes.compose import PROJECT_LABEL, ComposeRuntime
+from lifecycle.runtimes.protocol import ComposeInvalid, ImageMissing, RuntimeFailure
 from settings import Settings
 from simulator.config import DEFAULT_CRASH_EXIT_CODE
 from tests.conftest import REPO_ROOT
 from tests.integration.container_support import (
     DEAD_SOCKET,
     ExitRecorder,
-    ensure_compose_sim_image,
     exited,
     log_text,
     remove_leftovers,
     sim_args,
     sim_event_names,
 )
+from tests.integration.readiness_support import wait_until_ready
 from tests.support import free_port, wait_until
 
 pytestmark = pytest.mark.docker
@@ -44,8 +43,8 @@ SIM_COMPOSE = REPO_ROOT / "compose" / "sim.yaml"
 
 
 @pytest.fixture(scope="module")
-def sim_image(docker_client: DockerClient) -> str:
-    return ensure_compose_sim_image()
+def sim_image(compose_sim_image: str) -> str:
+    return compose_sim_image
 
 
 @pytest.fixture

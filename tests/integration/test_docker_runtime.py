@@ -15,9 +15,9 @@ from docker import DockerClient
 from docker.errors import NotFound
 
 from lifecycle.catalog import ModelSpec
-from lifecycle.events import InvalidStream
-from lifecycle.readiness import wait_until_ready
-from lifecycle.runtimes.base import (
+from lifecycle.core.events import InvalidStream
+from lifecycle.runtimes.docker import GPU_HINT, DockerRuntime, device_requests
+from lifecycle.runtimes.protocol import (
     AlreadyRunning,
     EngineUnavailable,
     ImageMissing,
@@ -25,31 +25,25 @@ from lifecycle.runtimes.base import (
     Runtime,
     RuntimeFailure,
 )
-from lifecycle.runtimes.docker import GPU_HINT, DockerRuntime, device_requests
 from lifecycle.runtimes.registry import Runtimes
 from settings import Settings
 from simulator.config import DEFAULT_CRASH_EXIT_CODE
 from tests.integration.container_support import (
     DEAD_SOCKET,
     ExitRecorder,
-    ensure_sim_image,
     exited,
     log_text,
     remove_leftovers,
     sim_args,
     sim_event_names,
 )
+from tests.integration.readiness_support import wait_until_ready
 from tests.support import free_port, wait_until
 
 pytestmark = pytest.mark.docker
 
 MiB = 2**20
 SECRET = "nvapi-" + "s3cr3t" * 8
-
-
-@pytest.fixture(scope="module")
-def sim_image(docker_client: DockerClient) -> str:
-    return ensure_sim_image()
 
 
 @pytest.fixture

@@ -18,10 +18,11 @@ from sqlalchemy import Engine, text
 
 from db.migrate import upgrade_to_head
 from db.session import make_engine
-from db.store import ConcurrencyConflict, EventStore
-from lifecycle.events import (
+from db.store import AppendGaveUp, ConcurrencyConflict, EventStore
+from lifecycle.core.events import (
     Crashed,
     Event,
+    GaveUp,
     InvalidStream,
     LoadRequested,
     ReadyObserved,
@@ -34,7 +35,8 @@ from lifecycle.events import (
     UnloadRequested,
     model_id_of,
 )
-from lifecycle.projection import ModelState, fold
+from lifecycle.core.projection import ModelState, fold
+from lifecycle.core.states import IllegalTransition, Phase
 from settings import Settings, sqlite_path
 from tests.support import wait_until
 
@@ -121,6 +123,48 @@ def test_stale_version_raises_a_clear_conflict_and_writes_nothing(store: EventSt
     assert store.current_version("model:m1") == 2
     with pytest.raises(ConcurrencyConflict, match="expected version 5, found version 2"):
         store.append("model:m1", [LoadRequested()], 5, "api")
+
+
+def test_an_append_that_breaks_the_lifecycle_is_refused_and_writes_nothing(store: EventStore) -> None:
+    failed = [LoadRequested(), StartIssued(handle={"pid": 1}), Crashed(exit_code=1), GaveUp("5 crashes", 5)]
+    store.append("model:m1", failed, 0, "test")
+    assert store.model_state("m1").phase == Phase.FAILED
+    # Only a new load request leaves failed; a start straight out of it is a bug in the writer.
+    with pytest.raises(IllegalTransition, match="from failed to starting"):
+        store.append("model:m1", [StartIssued(handle={"pid": 2})], 4, "test")
+    assert store.current_version("model:m1") == 4
+    assert store.model_state("m1").phase == Phase.FAILED
+    store.append("model:m1", [LoadRequested(), StartIssued(handle={"pid": 2})], 4, "test")
+    assert store.model_state("m1").phase == Phase.STARTING
+
+
+def test_append_retrying_decides_again_after_each_conflict(store: EventStore) -> None:
+    seen: list[int] = []
+
+    def decide(version: int) -> list[Event]:
+        seen.append(version)
+        if len(seen) == 1:  # another writer gets in between this read and the append
+            store.append("model:m1", [LoadRequested()], version, "rival")
+        return [UnloadRequested()]
+
+    stored = store.append_retrying("model:m1", decide, "test")
+    assert seen == [0, 1]
+    assert [(e.version, e.type, e.actor) for e in stored] == [(2, "UnloadRequested", "test")]
+    assert store.append_retrying("model:m1", lambda version: [], "test") == []  # nothing to do
+    assert store.current_version("model:m1") == 2
+
+
+def test_append_retrying_gives_up_loudly_when_the_stream_never_stands_still(
+    store: EventStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    def always_beaten(version: int) -> list[Event]:
+        store.append("model:m1", [UnloadRequested()], version, "rival")
+        return [LoadRequested()]
+
+    with caplog.at_level(logging.ERROR, logger="db.store"), pytest.raises(AppendGaveUp, match="3 conflicts"):
+        store.append_retrying("model:m1", always_beaten, "test", attempts=3)
+    assert "gave up appending ['LoadRequested'] to model:m1 after 3 conflicts" in caplog.text
+    assert {e.actor for e in store.read_stream("model:m1")} == {"rival"}
 
 
 def test_read_all_after_position_with_limit_and_stream(store: EventStore) -> None:
@@ -295,14 +339,17 @@ def test_transactions_take_the_write_lock_up_front_and_readers_never_wait(
 # --- concurrency and crashes ----------------------------------------------------------------
 
 
-def append_with_retry(store: EventStore, stream: str, event: Event, actor: str) -> tuple[int, int]:
-    """Append one event the way every real writer must: re-read the version on a conflict.
+def append_with_retry(store: EventStore, stream: str, actor: str) -> tuple[int, int]:
+    """Append the stream's next ``CYCLE`` step the way every real writer must: re-read the version
+    on a conflict and decide again (the step follows the version, so however writers interleave
+    the stream stays a lifecycle the store accepts).
 
     Returns the committed version and how many conflicts it took.
     """
     conflicts = 0
     while True:
         version = store.current_version(stream)
+        event = CYCLE[version % len(CYCLE)]
         try:
             return store.append(stream, [event], version, actor)[0].version, conflicts
         except ConcurrencyConflict:
@@ -320,7 +367,7 @@ def writer_main() -> None:
     i = 0
     while int(count) == 0 or i < int(count):
         for stream in streams:
-            version, _ = append_with_retry(store, stream, CYCLE[i % len(CYCLE)], actor)
+            version, _ = append_with_retry(store, stream, actor)
             print(stream, version, flush=True)
         i += 1
     engine.dispose()
@@ -390,9 +437,9 @@ def test_threads_and_processes_append_without_locks_gaps_or_duplicates(
     def thread_writer(i: int) -> None:
         own = f"model:t{i}"
         try:
-            for n in range(per_thread):
+            for _ in range(per_thread):
                 for stream in (shared, own):
-                    version, tries = append_with_retry(store, stream, CYCLE[n % len(CYCLE)], f"thread{i}")
+                    version, tries = append_with_retry(store, stream, f"thread{i}")
                     conflicts.append(tries)
                     if stream == shared:
                         shared_committed.append(version)

@@ -26,12 +26,12 @@ import pytest
 
 from inference.client import ChatRequest, ChatStream
 from lifecycle.catalog import ModelSpec
-from lifecycle.readiness import wait_until_ready
 from lifecycle.runtimes.logfile import log_path
 from lifecycle.runtimes.process import ProcessRuntime
 from settings import Settings
 from testbed.llama_server import find_llama_server, server_command
 from testbed.tiny_gguf import ARCH, CHAT_TEMPLATE, build_vocab, write_tiny_llama
+from tests.integration.readiness_support import wait_until_ready
 from tests.support import free_port, skip_or_fail, wait_until
 
 GATE = "DXG_REQUIRE_LLAMA_SERVER"

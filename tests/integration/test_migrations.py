@@ -14,7 +14,7 @@ from db.base import Base
 from db.migrate import downgrade_to, upgrade_to_head
 from db.session import make_engine
 from db.store import EventStore
-from lifecycle.events import LoadRequested
+from lifecycle.core.events import LoadRequested
 from settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

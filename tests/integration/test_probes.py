@@ -16,9 +16,9 @@ from typing import Any, TypeVar
 import pytest
 
 from lifecycle.catalog import ModelSpec
-from lifecycle.probes import ProbeResult, probe_live, probe_ready
-from lifecycle.runtimes.base import RuntimeFailure
+from lifecycle.observe.probes import ProbeResult, probe_live, probe_ready
 from lifecycle.runtimes.external import ExternalRuntime
+from lifecycle.runtimes.protocol import RuntimeFailure
 from settings import Settings
 from simulator.process import SimulatorProcess
 from tests.support import free_port, wait_until

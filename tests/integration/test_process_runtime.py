@@ -21,19 +21,8 @@ import pytest
 from pydantic import ValidationError
 
 from lifecycle.catalog import ModelSpec
-from lifecycle.probes import probe_ready
-from lifecycle.readiness import readiness_step, wait_until_ready
-from lifecycle.runtimes.base import (
-    AlreadyRunning,
-    EnvMissing,
-    ExecutableMissing,
-    Handle,
-    ModelFilesMissing,
-    PortInUse,
-    PrematureExit,
-    Runtime,
-    StartTimeout,
-)
+from lifecycle.core.values import Handle
+from lifecycle.observe.probes import probe_ready
 from lifecycle.runtimes.logfile import log_path
 from lifecycle.runtimes.ports import port_is_free
 from lifecycle.runtimes.process import (
@@ -42,8 +31,19 @@ from lifecycle.runtimes.process import (
     MODEL_ENV,
     ProcessRuntime,
 )
+from lifecycle.runtimes.protocol import (
+    AlreadyRunning,
+    EnvMissing,
+    ExecutableMissing,
+    ModelFilesMissing,
+    PortInUse,
+    PrematureExit,
+    Runtime,
+    StartTimeout,
+)
 from lifecycle.runtimes.registry import Runtimes, UnavailableRuntime
 from settings import Settings
+from tests.integration.readiness_support import readiness_step, wait_until_ready
 from tests.support import free_port, port_held, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

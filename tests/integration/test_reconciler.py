@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from lifecycle.events import (
+from lifecycle.core.events import (
     Crashed,
     GaveUp,
     LoadRequested,
@@ -25,9 +25,9 @@ from lifecycle.events import (
     StartIssued,
     Stopped,
 )
-from lifecycle.planner import STARTUP_TIMEOUT
+from lifecycle.core.planner import STARTUP_TIMEOUT
 from lifecycle.service import LifecycleService
-from lifecycle.wakeup import SingleFlight
+from lifecycle.supervisor.wakeup import SingleFlight
 from settings import Settings
 from tests.catalogs import write_catalog
 from tests.integration.lifecycle_env import (

@@ -17,14 +17,14 @@ from typing import Any
 import pytest
 from docker import DockerClient
 
-from lifecycle.docker_watch import DockerWatch
-from lifecycle.events import Crashed, StartIssued, Stopped
-from lifecycle.runtimes.containers import LABEL_INSTANCE, LABEL_MANAGED
+from lifecycle.core.events import Crashed, StartIssued, Stopped
+from lifecycle.observe.docker_events import DockerWatch
+from lifecycle.runtimes.container_labels import LABEL_INSTANCE, LABEL_MANAGED
 from lifecycle.runtimes.registry import Runtimes
 from settings import Settings
 from simulator.config import DEFAULT_CRASH_EXIT_CODE
 from tests.catalogs import write_catalog
-from tests.integration.container_support import ensure_compose_sim_image, remove_leftovers, sim_args
+from tests.integration.container_support import remove_leftovers, sim_args
 from tests.integration.lifecycle_env import (
     LOADED_CRASHED_RESTARTED,
     make_settings,
@@ -38,8 +38,8 @@ pytestmark = pytest.mark.docker
 
 
 @pytest.fixture(scope="module")
-def sim_image(docker_client: DockerClient) -> str:
-    return ensure_compose_sim_image()
+def sim_image(compose_sim_image: str) -> str:
+    return compose_sim_image
 
 
 @pytest.fixture

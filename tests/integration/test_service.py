@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from lifecycle.events import (
+from lifecycle.core.events import (
     APP_STREAM,
     Adopted,
     AppStarted,
@@ -27,7 +27,7 @@ from lifecycle.events import (
     UnloadRequested,
     model_stream,
 )
-from lifecycle.planner import UNWANTED
+from lifecycle.core.planner import UNWANTED
 from lifecycle.service import CannotLoad, InvalidRequest, LifecycleService, UnknownModel
 from settings import Settings
 from tests.catalogs import REPO_ROOT, write_catalog

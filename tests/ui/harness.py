@@ -2,7 +2,7 @@
 database, catalog and log folder, with simulated model servers.
 
 The service comes from the app's own lifespan (``tests.app_harness.serve``), which publishes it
-where ``app_context.get_service`` finds it, exactly as in the running app; AppTest runs in the
+where ``service_access.get_service`` finds it, exactly as in the running app; AppTest runs in the
 same process, so the pages read that service.
 """
 
@@ -20,9 +20,9 @@ from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1 import app_test as app_test_module
 
-import app_context
+import service_access
+from lifecycle.core.status_view import ModelStatus
 from lifecycle.service import LifecycleService
-from lifecycle.status_view import ModelStatus
 from tests.app_harness import make_settings, serve
 from tests.catalogs import REPO_ROOT, write_catalog
 from tests.support import wait_until
@@ -59,7 +59,7 @@ class UiEnv:
 
     @property
     def service(self) -> LifecycleService:
-        return app_context.get_service()
+        return service_access.get_service()
 
     def app(self, page: str | None = None, **state: Any) -> AppTest:
         """Home.py after its first run (on ``page``, e.g. "pages/history.py"), with ``state``

@@ -17,7 +17,7 @@ from inference import (
     ServerUnreachable,
     StreamInterrupted,
 )
-from lifecycle.events import (
+from lifecycle.core.events import (
     AppStarted,
     Crashed,
     Event,
@@ -27,7 +27,7 @@ from lifecycle.events import (
     StartFailed,
     UnloadRequested,
 )
-from lifecycle.status_view import ModelStatus
+from lifecycle.core.status_view import ModelStatus
 from ui.chat_view import Conversation, Turn, conversation, error_text, metrics_caption, request_messages
 from ui.dialog_view import Action, dialog_view
 from ui.format import dot_md, duration, escape_md, size_label

@@ -13,8 +13,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from lifecycle.catalog import ID_PATTERN, Catalog, Engine, ModelSpec, RuntimeKind, load_catalog, main
-from lifecycle.catalog_errors import CatalogError
+from lifecycle.catalog import ID_PATTERN, Catalog, Engine, ModelSpec, RuntimeKind, load_catalog
+from lifecycle.catalog.__main__ import main
+from lifecycle.catalog.errors import CatalogError
 from tests import catalogs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

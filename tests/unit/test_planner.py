@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from lifecycle.events import (
+from lifecycle.core.events import (
     Adopted,
     Crashed,
     Event,
@@ -28,9 +28,9 @@ from lifecycle.events import (
     UnloadRequested,
     model_stream,
 )
-from lifecycle.events import StartFailed as StartFailedEvent
-from lifecycle.history import History, fold_history
-from lifecycle.planner import (
+from lifecycle.core.events import StartFailed as StartFailedEvent
+from lifecycle.core.memory import PlannerMemory, fold_memory
+from lifecycle.core.planner import (
     REMOVED,
     STARTUP_TIMEOUT,
     UNWANTED,
@@ -52,9 +52,9 @@ from lifecycle.planner import (
     span,
     transitional,
 )
-from lifecycle.policy import RestartPolicy
-from lifecycle.projection import ModelState, fold
-from lifecycle.states import LOADED, UNLOADED, Phase
+from lifecycle.core.policy import RestartPolicy
+from lifecycle.core.projection import ModelState, fold
+from lifecycle.core.states import LOADED, UNLOADED, Phase
 
 T0 = 1_000_000.0
 POLICY = RestartPolicy()  # the DESIGN.md figures: 2 s doubling to 60 s, reset after 10 min, 5 in 10 min
@@ -88,11 +88,11 @@ class Timeline:
         return fold(self.events) or ModelState(model_id="m")
 
     @property
-    def history(self) -> History:
-        return fold_history(self.events, self.policy)
+    def memory(self) -> PlannerMemory:
+        return fold_memory(self.events, self.policy)
 
     def plan(self, observed: Observed | None = None, target: Target | None = TARGET) -> list[Action]:
-        return plan(self.state, target, observed, self.history, self.now, self.policy)
+        return plan(self.state, target, observed, self.memory, self.now, self.policy)
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
@@ -138,7 +138,7 @@ class Timeline:
         return actions
 
     def wait_out_backoff(self) -> None:
-        restart_at = self.history.restart_at
+        restart_at = self.memory.restart_at
         assert restart_at is not None
         self.now = max(self.now, restart_at)
 
@@ -364,13 +364,13 @@ def test_plain_cases(
     name: str, phase: Phase, desired: str, observed: Observed | None, expected: list[Action]
 ) -> None:
     state = ModelState(model_id="m", desired=desired, phase=phase, since=T0, handle=handle())  # type: ignore[arg-type]
-    assert plan(state, TARGET, observed, History(), T0 + 1, POLICY) == expected
+    assert plan(state, TARGET, observed, PlannerMemory(), T0 + 1, POLICY) == expected
 
 
 def test_ready_server_that_exits_is_a_crash_with_exit_code_and_oom() -> None:
     state = ModelState(model_id="m", desired=LOADED, phase=Phase.READY, since=T0, handle=handle())
     actions = plan(
-        state, TARGET, Observed(running=False, exit_code=137, oom=True), History(), T0 + 30, POLICY
+        state, TARGET, Observed(running=False, exit_code=137, oom=True), PlannerMemory(), T0 + 30, POLICY
     )
     assert actions == [MarkCrashed(137, oom=True), ScheduleRestart(2.0, 2, T0 + 32)]
 
@@ -396,11 +396,11 @@ def test_a_model_removed_from_the_catalog_is_unloaded_and_stopped(
     phase: Phase, observed: Observed | None, expected: list[Action]
 ) -> None:
     state = ModelState(model_id="m", desired=LOADED, phase=phase, since=T0, handle=handle())
-    assert plan(state, None, observed, History(), T0 + 1, POLICY) == expected
+    assert plan(state, None, observed, PlannerMemory(), T0 + 1, POLICY) == expected
 
 
 def test_a_removed_model_that_is_not_wanted_needs_nothing() -> None:
-    assert plan(ModelState(model_id="m"), None, None, History(), T0, POLICY) == []
+    assert plan(ModelState(model_id="m"), None, None, PlannerMemory(), T0, POLICY) == []
 
 
 def test_removed_then_stopped_records_reason_removed() -> None:
@@ -499,7 +499,7 @@ def test_adopted_server_is_watched_until_ready_and_not_counted_as_a_load_time() 
     timeline.advance(3)
     timeline.carry_out(timeline.plan(READY))
     assert timeline.state.phase == Phase.READY
-    assert timeline.history.usual_load_s is None
+    assert timeline.memory.usual_load_s is None
 
 
 def test_usual_load_time_is_the_median_of_our_starts() -> None:
@@ -511,7 +511,7 @@ def test_usual_load_time_is_the_median_of_our_starts() -> None:
         timeline.carry_out(timeline.plan(READY))
         timeline.crash(after_ready_s=1)
         timeline.wait_out_backoff()
-    assert timeline.history.usual_load_s == 20
+    assert timeline.memory.usual_load_s == 20
 
 
 # --- small helpers -------------------------------------------------------------------------------

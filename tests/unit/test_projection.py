@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from lifecycle.events import (
+from lifecycle.core.events import (
     Adopted,
     AppStarted,
     AppStopped,
@@ -33,8 +33,8 @@ from lifecycle.events import (
     redact_text,
     to_record,
 )
-from lifecycle.projection import ModelState, apply, fold
-from lifecycle.states import (
+from lifecycle.core.projection import ModelState, apply, fold
+from lifecycle.core.states import (
     LOADED,
     UNLOADED,
     Desired,

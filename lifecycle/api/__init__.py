@@ -1,0 +1,1 @@
+"""The HTTP edge: the ``/api`` routes (``endpoints``) and the bearer-token check (``auth``)."""

@@ -1,0 +1,102 @@
+"""One model as the UI and ``GET /api/models`` show it: catalog entry + projection + availability.
+
+Pure: it combines values the service has already read. External servers are never started by
+the app, so their projection stays "stopped"; what the user wants to know is whether they
+answer, so a reachable external server reads as loaded and ready.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from lifecycle.catalog import ModelSpec, RuntimeKind
+from lifecycle.core.projection import ModelState
+from lifecycle.core.states import LOADED, RUNNING, Phase, status
+from lifecycle.core.values import Availability
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    id: str
+    name: str
+    url: str
+    # The model name the server expects in chat requests (NIM's "openai/gpt-oss-20b").
+    served_model: str
+    engine: str
+    runtime: str
+    size: str | None
+    format: str | None
+    supports_tools: bool
+    simulated: bool
+    loaded: bool  # phase ready (the reference note's flag)
+    available: bool  # can be started now, or runs already
+    can_load: bool  # the app has a way to start it (not external)
+    phase: str
+    desired: str
+    since: float | None
+    restarts: int
+    last_error: str | None
+    status: str  # DESIGN.md's words
+    dot: str  # "green" | "orange" | "red"
+    reason: str | None  # why Offline or failed
+    usual_load_s: float | None  # median of past load durations
+    manual_start: str | None  # external models: how to start by hand
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def model_status(
+    spec: ModelSpec,
+    state: ModelState | None,
+    availability: Availability,
+    *,
+    usual_load_s: float | None,
+    now: float,
+) -> ModelStatus:
+    state = state or ModelState(model_id=spec.id)
+    external = spec.runtime == RuntimeKind.EXTERNAL
+    phase = (Phase.READY if availability.available else Phase.STOPPED) if external else state.phase
+    # A running server of ours holds its port, which check() reports as "in use": still available.
+    available = availability.available or (not external and phase in RUNNING)
+    elapsed = now - state.since if phase == Phase.STARTING and state.since is not None else None
+    words = status(
+        phase,
+        LOADED if external else state.desired,
+        available=available,
+        unavailable_reason=availability.reason,
+        last_error=state.last_error,
+        elapsed_s=elapsed,
+        usual_s=usual_load_s,
+    )
+    reason: str | None = None
+    if phase == Phase.FAILED:
+        reason = state.last_error
+    elif not available:
+        reason = availability.reason or None
+    return ModelStatus(
+        id=spec.id,
+        name=spec.name,
+        url=spec.url,
+        served_model=spec.served_model,
+        engine=str(spec.engine),
+        runtime=str(spec.runtime),
+        size=spec.size,
+        format=spec.format,
+        supports_tools=spec.supports_tools,
+        simulated=spec.simulated,
+        loaded=phase == Phase.READY,
+        available=available,
+        can_load=spec.can_load,
+        phase=phase.value,
+        desired=state.desired,
+        since=state.since,
+        restarts=state.restarts,
+        last_error=state.last_error,
+        status=words.label,
+        dot=words.dot.value,
+        reason=reason,
+        usual_load_s=usual_load_s,
+        manual_start=spec.manual_start if external else None,
+    )
