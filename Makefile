@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.stamp-run
 DEV_STAMP := $(VENV)/.stamp-dev
 
-.PHONY: run test lint format sim-image bench clean
+.PHONY: run test lint format sim-image perf clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,15 +27,14 @@ run: $(RUN_STAMP)
 	$(BIN)/python -m streamlit run app.py \
 		--server.address "$${DXG_HOST:-127.0.0.1}" --server.port "$${DXG_PORT:-8080}"
 
-# Lint first: a style slip fails in seconds instead of after the whole suite.
-test: $(DEV_STAMP)
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+# Lint and the layering contract first: a slip fails in seconds instead of after the whole suite.
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: $(DEV_STAMP)
 	$(BIN)/ruff format .
@@ -44,9 +43,9 @@ format: $(DEV_STAMP)
 sim-image: $(RUN_STAMP)
 	$(BIN)/python -m simulator.image
 
-bench: $(DEV_STAMP)
-	$(BIN)/python -m bench.store_bench
-	$(BIN)/python -m bench.control_plane
+perf: $(DEV_STAMP)
+	$(BIN)/python -m perf.event_store
+	$(BIN)/python -m perf.control_plane
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts
