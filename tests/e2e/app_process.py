@@ -16,8 +16,8 @@ import psutil
 
 from db.session import make_engine
 from db.store import EventStore
-from lifecycle.events import RecordedEvent, model_stream
-from lifecycle.runtimes.containers import LABEL_INSTANCE
+from lifecycle.core.events import RecordedEvent, model_stream
+from lifecycle.runtimes.container_labels import LABEL_INSTANCE
 from lifecycle.runtimes.process import INSTANCE_ENV, MODEL_ENV
 from tests.catalogs import REPO_ROOT
 from tests.support import wait_until
@@ -125,6 +125,14 @@ class RunningApp:
 
     def model(self, model_id: str) -> dict[str, Any]:
         return self.client.get(f"/api/models/{model_id}").json()
+
+    def unload_all(self) -> None:
+        """Unload every model that is wanted or still has a server, and wait until each is stopped."""
+        for status in self.client.get("/api/models").json()["models"]:
+            if status["can_load"] and (status["desired"] == "loaded" or status["phase"] != "stopped"):
+                url = f"/api/models/{status['id']}/unload?wait=true&timeout_s={LOAD_TIMEOUT_S}"
+                response = self.client.post(url)
+                assert response.status_code == 200, f"{response.text}\n{self.output()}"
 
     def signal(self, signum: signal.Signals, timeout_s: float) -> int:
         self.proc.send_signal(signum)

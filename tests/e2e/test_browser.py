@@ -13,8 +13,9 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import psutil
 import pytest
@@ -42,7 +43,7 @@ timings: dict[str, float] = {}
 
 def start_app(files: AppFiles) -> RunningApp:
     """``streamlit run app.py`` without Streamlit's file watcher: other work in this checkout may
-    edit sources while the tests run, and a hot reload re-imports app_context, which then no
+    edit sources while the tests run, and a hot reload re-imports service_access, which then no
     longer holds the running service. The UI under test needs no hot reload."""
     argv = [*streamlit_argv("127.0.0.1", files.port), "--server.fileWatcherType", "none"]
     proc = launch(files, argv, files.env())
@@ -51,19 +52,14 @@ def start_app(files: AppFiles) -> RunningApp:
     return app
 
 
-@pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningApp]:
-    root = tmp_path_factory.mktemp("browser")
+@contextmanager
+def running_app(root: Path, *models: dict[str, Any]) -> Iterator[RunningApp]:
+    """The app over ``models``, stopped (SIGTERM, then a kill of whatever a failed test left) after."""
     files = AppFiles(
         root=root,
         instance=f"ui-{uuid.uuid4().hex[:8]}",
         port=free_port(),
-        catalog=write_catalog(
-            root / "models.yaml",
-            sim_process("sim-p", free_port(), startup_s=STARTUP_S),
-            sim_process("sim-stream", free_port(), "--tokens-per-s", str(STREAM_RATE)),
-            sim_process("sim-other", free_port()),
-        ),
+        catalog=write_catalog(root / "models.yaml", *models),
     )
     running = start_app(files)
     try:
@@ -81,8 +77,27 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningApp]:
                 except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                     continue
             running.client.close()
+
+
+@pytest.fixture(scope="module")
+def shared_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningApp]:
+    """One app for the module's tests (a start costs seconds); ``app`` resets it before each test."""
+    models = (
+        sim_process("sim-p", free_port(), startup_s=STARTUP_S),
+        sim_process("sim-stream", free_port(), "--tokens-per-s", str(STREAM_RATE)),
+        sim_process("sim-other", free_port()),
+    )
+    with running_app(tmp_path_factory.mktemp("browser"), *models) as running:
+        yield running
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "ui-timings.json").write_text(json.dumps(timings, indent=2) + "\n")
+
+
+@pytest.fixture
+def app(shared_app: RunningApp) -> RunningApp:
+    """The shared app with nothing loaded, whatever ran before: each test sets up what it asserts on."""
+    shared_app.unload_all()
+    return shared_app
 
 
 @pytest.fixture(scope="module")
@@ -135,16 +150,25 @@ def send(page: Page, text: str) -> Locator:
     )
 
 
-def test_a_deep_link_on_a_fresh_server_still_gets_the_frame(page: Page, app: RunningApp) -> None:
-    # First in this module, so this is the first page the new server renders: a browser tab left
-    # on /history that reconnects after a restart. It must come up inside Home.py's frame.
-    page.goto(f"{app.base_url}/history")
-    chip(page, "sim-p").wait_for()
-    page.get_by_role("heading", name="History").wait_for()
-    assert page.get_by_role("link", name="Chat").is_visible()  # the top navigation, not a sidebar
+def test_a_deep_link_on_a_fresh_server_still_gets_the_frame(browser: Browser, tmp_path: Path) -> None:
+    # An app of its own, so this is the first page the new server renders whatever ran before:
+    # a browser tab left on /history that reconnects after a restart. It must come up inside
+    # Home.py's frame.
+    with running_app(tmp_path, sim_process("sim-p", free_port())) as fresh:
+        context = browser.new_context(viewport=VIEWPORT)
+        context.set_default_timeout(PAGE_TIMEOUT_MS)
+        try:
+            page = context.new_page()
+            page.goto(f"{fresh.base_url}/history")
+            chip(page, "sim-p").wait_for()
+            page.get_by_role("heading", name="History").wait_for()
+            assert page.get_by_role("link", name="Chat").is_visible()  # the top navigation, not a sidebar
+        finally:
+            context.close()
 
 
 def test_a_new_user_loads_a_model_chats_and_unloads_it(page: Page, app: RunningApp) -> None:
+    cursor = app.client.get("/api/events?limit=1").json()["cursor"]
     started = time.monotonic()
     page.goto(app.base_url)
     chip(page, "sim-p").wait_for()
@@ -189,7 +213,7 @@ def test_a_new_user_loads_a_model_chats_and_unloads_it(page: Page, app: RunningA
     dialog.get_by_text("Available (Not Loaded)").wait_for()
     assert [
         e["actor"]
-        for e in app.client.get("/api/events?model=sim-p").json()["events"]
+        for e in app.client.get(f"/api/events?model=sim-p&after={cursor}").json()["events"]
         if "Requested" in e["type"]
     ] == [
         "ui",
