@@ -2,27 +2,48 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from settings import Settings
-from tests.support import skip_or_fail
+from settings import Settings, get_settings
+from tests.settings_support import isolated_settings
+from tests.support import REPO_ROOT, REQUIRE_GATES, skip_or_fail
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO_ROOT / "test-artifacts"
+SETTINGS_PREFIX = "DXG_"
+
+
+def outer_settings() -> list[str]:
+    """The app's DXG_* settings in this process's environment; the require gates are not among
+    them (they describe the machine, not the app)."""
+    return [name for name in os.environ if name.startswith(SETTINGS_PREFIX) and name not in REQUIRE_GATES]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The DXG_* settings of the shell that runs pytest (a token, keep-running-on-exit, another
+    database) reach no test, no fixture of any scope and no process a test starts."""
+    for name in outer_settings():
+        del os.environ[name]
+
+
+@pytest.fixture(autouse=True)
+def no_outer_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every test starts from the defaults, whatever an earlier one left; a test that wants a
+    variable sets it itself (monkeypatch undoes it)."""
+    for name in outer_settings():
+        monkeypatch.delenv(name)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Settings for an isolated instance: its own DB, logs and instance name."""
-    return Settings(
-        db_url=f"sqlite:///{tmp_path / 'dxg.db'}",
-        log_dir=tmp_path / "logs",
-        run_dir=tmp_path / "run",
-        catalog=REPO_ROOT / "models.yaml",
-    )
+    return isolated_settings(tmp_path)
 
 
 @pytest.fixture(scope="session")
