@@ -19,24 +19,15 @@ import lifespan
 import service_access
 from lifecycle.api import endpoints
 from settings import Settings
+from tests.settings_support import FAST, isolated_settings
 
 
-def make_settings(tmp_path: Path, catalog: Path, **overrides: Any) -> Settings:
-    """An isolated instance with a reconciler quick enough for tests and no restart after a crash."""
-    values: dict[str, Any] = {
-        "db_url": f"sqlite:///{tmp_path / 'dxg.db'}",
-        "log_dir": tmp_path / "logs",
-        "run_dir": tmp_path / "run",
-        "catalog": catalog,
-        "tick_s": 0.2,
-        "fast_tick_s": 0.05,
-        "restart_initial_s": 0.05,
-        "crash_limit": 1,
-        "stop_grace_s": 5,
-        "catalog_poll_s": 0.2,
-        **overrides,
-    }
-    return Settings(**values)
+def api_settings(tmp_path: Path, catalog: Path, **overrides: Any) -> Settings:
+    """An isolated instance with the tests' short figures and no restart after a crash, so a failed
+    start ends a wait at once. Not migrated: the app's lifespan does that, and some tests check
+    that nothing is written before it accepts its address."""
+    update = {"catalog": catalog, **FAST, "crash_limit": 1, **overrides}
+    return isolated_settings(tmp_path).model_copy(update=update)
 
 
 @contextmanager

@@ -11,7 +11,8 @@ from typing import Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from tests.support import REPO_ROOT
+
 SIM_IMAGE = "dxg-sim:local"
 SIM_COMPOSE = REPO_ROOT / "compose" / "sim.yaml"
 

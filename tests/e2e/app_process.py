@@ -18,9 +18,7 @@ from db.session import make_engine
 from db.store import EventStore
 from lifecycle.core.events import RecordedEvent, model_stream
 from lifecycle.runtimes.container_labels import LABEL_INSTANCE
-from lifecycle.runtimes.process import INSTANCE_ENV, MODEL_ENV
-from tests.catalogs import REPO_ROOT
-from tests.support import wait_until
+from tests.support import REPO_ROOT, instance_processes, wait_until
 
 START_TIMEOUT_S = 60
 LOAD_TIMEOUT_S = 60
@@ -72,16 +70,7 @@ class AppFiles:
     def server_processes(self) -> list[psutil.Process]:
         """Live model servers of this instance: the markers the process runtime sets (the app
         itself carries the instance but no model)."""
-        found = []
-        for proc in psutil.process_iter():
-            try:
-                environ = proc.environ()
-                mine = environ.get(INSTANCE_ENV) == self.instance and MODEL_ENV in environ
-                if mine and proc.status() != psutil.STATUS_ZOMBIE:
-                    found.append(proc)
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                continue
-        return found
+        return instance_processes(self.instance, servers_only=True)
 
     def containers(self) -> list[Any]:
         if self.docker is None:
@@ -154,6 +143,7 @@ def launch(files: AppFiles, argv: list[str], env: dict[str, str]) -> subprocess.
 
 
 def streamlit_argv(address: str, port: int) -> list[str]:
+    # No file watcher: .streamlit/config.toml turns it off for every run, tests included.
     return [
         sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
         "--server.address", address, "--server.port", str(port),

@@ -22,7 +22,6 @@ import psutil
 import pytest
 
 from lifecycle.core.events import RecordedEvent
-from lifecycle.runtimes.process import INSTANCE_ENV
 from tests.catalogs import sim_compose, sim_process, write_catalog
 from tests.e2e.app_process import (
     CLEAN_EXIT,
@@ -35,7 +34,7 @@ from tests.e2e.app_process import (
     start_app,
     streamlit_argv,
 )
-from tests.support import free_port, wait_until
+from tests.support import free_port, kill_instance, wait_until
 
 
 @pytest.fixture
@@ -51,13 +50,7 @@ def files(tmp_path: Path) -> Iterator[AppFiles]:
         ),
     )
     yield app_files
-    # Whatever a failed test left: apps first (they would restart servers), then the servers.
-    for proc in psutil.process_iter():
-        try:
-            if proc.environ().get(INSTANCE_ENV) == app_files.instance:
-                proc.kill()
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
+    kill_instance(app_files.instance)  # whatever a failed test left
     for container in app_files.containers():
         container.remove(force=True)
 

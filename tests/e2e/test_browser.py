@@ -17,16 +17,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-import psutil
 import pytest
 
-from lifecycle.runtimes.process import INSTANCE_ENV
 from simulator.tokens import expected_text
-from tests.catalogs import REPO_ROOT, sim_process, write_catalog
-from tests.e2e.app_process import START_TIMEOUT_S, AppFiles, RunningApp, launch, streamlit_argv
+from tests.catalogs import sim_process, write_catalog
+from tests.e2e.app_process import AppFiles, RunningApp, start_app
 from tests.e2e.browser_support import VIEWPORT, chip, chromium, dot_colour
 from tests.e2e.conftest import FAILED_KEY
-from tests.support import free_port, wait_until
+from tests.support import REPO_ROOT, free_port, kill_instance, wait_until
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Locator, Page
@@ -38,18 +36,9 @@ STARTUP_S: Final = 1.5  # the simulated model's load time
 STREAM_TOKENS: Final = 60
 STREAM_RATE: Final = 10  # tokens/s: a 6 s reply, across six ticks of the chips' 1 s refresh
 PAGE_TIMEOUT_MS: Final = 30_000
+# A chip redraws on a 1 s refresh; after a streamed reply it must be right within this long.
+CHIP_CATCH_UP_S: Final = 5.0
 timings: dict[str, float] = {}
-
-
-def start_app(files: AppFiles) -> RunningApp:
-    """``streamlit run app.py`` without Streamlit's file watcher: other work in this checkout may
-    edit sources while the tests run, and a hot reload re-imports service_access, which then no
-    longer holds the running service. The UI under test needs no hot reload."""
-    argv = [*streamlit_argv("127.0.0.1", files.port), "--server.fileWatcherType", "none"]
-    proc = launch(files, argv, files.env())
-    app = RunningApp(proc, files.root / f"app-{files.runs}.log", f"http://127.0.0.1:{files.port}")
-    wait_until(app.healthy, START_TIMEOUT_S, interval_s=0.1, what="the app to answer")
-    return app
 
 
 @contextmanager
@@ -70,12 +59,7 @@ def running_app(root: Path, *models: dict[str, Any]) -> Iterator[RunningApp]:
         try:
             running.proc.wait(timeout=20)
         finally:
-            for proc in psutil.process_iter():
-                try:
-                    if proc.environ().get(INSTANCE_ENV) == files.instance:
-                        proc.kill()
-                except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                    continue
+            kill_instance(files.instance)
             running.client.close()
 
 
@@ -233,20 +217,17 @@ def test_chip_refreshes_never_cut_off_a_streaming_reply(page: Page, app: Running
     sent = time.monotonic()
     # Meanwhile another model loads: its chip is what a refresh would redraw.
     app.client.post("/api/models/sim-other/load")
-    ready_at = green_at = None
-    while not reply.get_by_text("TTFT").count():
-        if ready_at is None and app.model("sim-other")["loaded"]:
-            ready_at = elapsed(sent)
-        if green_at is None and dot_colour(page, "sim-other") == "green":
-            green_at = elapsed(sent)
-        assert time.monotonic() - sent < STREAM_TOKENS / STREAM_RATE + 30, "the reply never finished"
-        time.sleep(0.1)
-    finished = elapsed(sent)
-    wait_until(lambda: dot_colour(page, "sim-other") == "green", 30, what="sim-other's chip to turn green")
-    timings["stream_reply_duration_s"] = finished
-    timings["other_model_ready_during_stream_at_s"] = ready_at if ready_at is not None else -1
-    timings["other_chip_green_during_stream_at_s"] = green_at if green_at is not None else -1
-    timings["other_chip_green_after_stream_end_s"] = round(elapsed(sent) - finished, 3)
+    wait_until(lambda: app.model("sim-other")["loaded"], STREAM_TOKENS / STREAM_RATE, what="sim-other ready")
+    assert not reply.get_by_text("TTFT").count(), "the reply ended before sim-other was ready: slow it down"
+    reply.get_by_text("TTFT").wait_for(timeout=(STREAM_TOKENS / STREAM_RATE + 30) * 1000)
+    finished = time.monotonic()
+    # Streamlit runs one script at a time per session, so the footer cannot redraw while a reply
+    # streams (README, "Using it"); the promise is that it catches up right after.
+    wait_until(
+        lambda: dot_colour(page, "sim-other") == "green", CHIP_CATCH_UP_S, what="sim-other's chip to catch up"
+    )
+    timings["stream_reply_duration_s"] = round(finished - sent, 3)
+    timings["other_chip_green_after_stream_end_s"] = elapsed(finished)
 
     text = reply.get_by_test_id("stMarkdownContainer").first.inner_text()
     assert text.strip() == expected_text(STREAM_TOKENS)

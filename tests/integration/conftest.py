@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from settings import Settings
-from tests.integration.container_support import isolated_settings
+from tests.settings_support import isolated_settings
 
 
 @pytest.fixture

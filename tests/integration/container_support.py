@@ -6,18 +6,16 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterable
-from pathlib import Path
 
 from docker import DockerClient
 from docker.errors import APIError, NotFound
 
 from lifecycle.core.values import Handle, Observation
 from lifecycle.runtimes.container_labels import LABEL_INSTANCE
-from lifecycle.runtimes.logfile import log_path
 from lifecycle.runtimes.protocol import Runtime
 from settings import Settings
 from simulator.events import parse_event
-from tests.conftest import REPO_ROOT
+from tests.support import log_text as support_log_text
 
 COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
 # A Docker endpoint nothing listens on: what "Docker is not running" looks like.
@@ -27,17 +25,6 @@ DEAD_SOCKET = "unix:///tmp/nonexistent.sock"
 def sim_args(model_id: str, *extra: str) -> list[str]:
     """The simulator's arguments for a NIM on port 8000 inside a container."""
     return ["--engine", "nim", "--port", "8000", "--host", "0.0.0.0", "--model-id", model_id, *extra]
-
-
-def isolated_settings(root: Path, name: str) -> Settings:
-    """A second app instance next to the ``settings`` fixture's: own DB, logs and instance."""
-    root.mkdir(parents=True, exist_ok=True)
-    return Settings(
-        db_url=f"sqlite:///{root / f'{name}.db'}",
-        log_dir=root / "logs",
-        run_dir=root / "run",
-        catalog=REPO_ROOT / "models.yaml",
-    )
 
 
 def remove_leftovers(client: DockerClient, instances: Iterable[str], projects: Iterable[str] = ()) -> None:
@@ -58,8 +45,7 @@ def remove_leftovers(client: DockerClient, instances: Iterable[str], projects: I
 
 
 def log_text(settings: Settings, model_id: str) -> str:
-    path = log_path(settings.log_dir, model_id)
-    return path.read_text(errors="replace") if path.exists() else ""
+    return support_log_text(settings.log_dir, model_id)
 
 
 def sim_event_names(text: str) -> list[str]:

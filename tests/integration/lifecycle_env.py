@@ -5,32 +5,19 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import psutil
 
-from db.migrate import upgrade_to_head
 from lifecycle.core.events import Event, RecordedEvent, model_stream
 from lifecycle.core.projection import fold
-from lifecycle.runtimes.process import INSTANCE_ENV, MODEL_ENV
 from lifecycle.runtimes.registry import Runtimes
 from lifecycle.service import LifecycleService
 from settings import Settings
 from tests.catalogs import sim_process
-from tests.support import free_port, wait_until
-
-# Restart figures for tests about sequences rather than figures: the 2 s .. 60 s policy would
-# make a five-crash loop take a minute.
-FAST: dict[str, Any] = {
-    "restart_initial_s": 0.05,
-    "restart_factor": 2.0,
-    "restart_max_s": 1.0,
-    "stop_grace_s": 5.0,
-    "catalog_poll_s": 0.1,
-    "tick_s": 0.25,
-    "fast_tick_s": 0.1,
-}
+from tests.settings_support import FAST as FAST  # re-exported: the lifecycle tests import them from here
+from tests.settings_support import make_settings as make_settings
+from tests.support import free_port, instance_processes, pid_alive, wait_until
 
 # The stream of a model that was loaded, crashed once and came back.
 LOADED_CRASHED_RESTARTED = [
@@ -49,12 +36,6 @@ def sim_model(
 ) -> dict[str, Any]:
     """A catalog entry that runs the simulator as a process (``fields`` override the entry's)."""
     return {**sim_process(model_id, port or free_port(), *sim_args, startup_s=startup_s), **fields}
-
-
-def make_settings(base: Settings, catalog: Path, **overrides: Any) -> Settings:
-    settings = base.model_copy(update={"catalog": catalog, **FAST, **overrides})
-    upgrade_to_head(settings.db_url)
-    return settings
 
 
 @contextlib.contextmanager
@@ -116,24 +97,11 @@ def wait_for_count(
 
 def servers_of(settings: Settings, model_id: str) -> list[psutil.Process]:
     """Live processes carrying this instance's marker for the model: what must never be two."""
-    found = []
-    for proc in psutil.process_iter(["status"]):
-        try:
-            if proc.info["status"] == psutil.STATUS_ZOMBIE:
-                continue
-            env = proc.environ()
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-        if env.get(INSTANCE_ENV) == settings.instance and env.get(MODEL_ENV) == model_id:
-            found.append(proc)
-    return found
+    return instance_processes(settings.instance, model_id)
 
 
 def pid_gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
+    return not pid_alive(pid)
 
 
 def wait_passes(service: LifecycleService, count: int, timeout_s: float = 10.0) -> None:

@@ -29,7 +29,7 @@ from lifecycle.core.events import model_stream
 from lifecycle.runtimes.container_labels import LABEL_INSTANCE
 from lifecycle.runtimes.ports import port_is_free
 from settings import get_settings
-from tests.app_harness import make_settings, serve
+from tests.app_harness import api_settings, serve
 from tests.catalogs import external, offline, sim_docker, sim_process, write_catalog
 from tests.support import free_port, wait_until
 
@@ -56,7 +56,7 @@ def catalog(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def client(tmp_path: Path, catalog: Path) -> Iterator[TestClient]:
-    with serve(make_settings(tmp_path, catalog)) as test_client:
+    with serve(api_settings(tmp_path, catalog)) as test_client:
         yield test_client
 
 
@@ -127,7 +127,9 @@ def test_health_is_503_and_names_the_problem_when_the_catalog_breaks(
     body = wait_until(unhealthy, 10, what="health to report the broken catalog")
     assert body["ok"] is False
     assert "models.yaml" in body["catalog"]["error"]
-    assert client.get("/api/models").status_code == 200, "the last good catalog stays in use"
+    # The last good catalog stays in use: the same models, not an empty list.
+    models = client.get("/api/models").json()["models"]
+    assert [m["id"] for m in models] == ["sim-a", "sim-slow", "sim-broken", "ext", "off"]
 
 
 # --- commands ----------------------------------------------------------------------------------
@@ -290,7 +292,7 @@ def test_unexpected_failure_is_a_logged_500_without_traceback(
 def test_token_guards_every_route_but_health(
     tmp_path: Path, catalog: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = make_settings(tmp_path, catalog, api_token=SecretStr(TOKEN))
+    settings = api_settings(tmp_path, catalog, api_token=SecretStr(TOKEN))
     caplog.set_level(logging.DEBUG)
     with serve(settings) as client:
         for method, path in [
@@ -333,20 +335,20 @@ def test_no_cross_origin_access_is_granted(client: TestClient) -> None:
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10", "myhost.example"])
 def test_start_refuses_a_network_address_without_a_token(tmp_path: Path, catalog: Path, host: str) -> None:
-    settings = make_settings(tmp_path, catalog)
+    settings = api_settings(tmp_path, catalog)
     with pytest.raises(RuntimeError, match="DXG_API_TOKEN"), serve(settings, bind=(host, 8080)):
         pass
     assert not (tmp_path / "dxg.db").exists(), "nothing may start before the address is accepted"
 
 
 def test_start_on_a_network_address_with_a_token(tmp_path: Path, catalog: Path) -> None:
-    settings = make_settings(tmp_path, catalog, api_token=SecretStr(TOKEN))
+    settings = api_settings(tmp_path, catalog, api_token=SecretStr(TOKEN))
     with serve(settings, bind=("0.0.0.0", 8080)) as client:
         assert client.get("/api/models", headers=AUTH).status_code == 200
 
 
 def test_start_refuses_an_address_other_than_the_settings_ask_for(tmp_path: Path, catalog: Path) -> None:
-    settings = make_settings(tmp_path, catalog, port=9123)
+    settings = api_settings(tmp_path, catalog, port=9123)
     with pytest.raises(RuntimeError, match=r"--server\.port 9123"), serve(settings, bind=("127.0.0.1", 8080)):
         pass
 
@@ -473,7 +475,7 @@ def run_together(count: int, action: Callable[[], httpx.Response]) -> list[httpx
 @pytest.mark.slow
 def test_ten_concurrent_loads_start_one_container(tmp_path: Path, docker_client: Any, sim_image: str) -> None:
     catalog = write_catalog(tmp_path / "models.yaml", sim_docker("sim-box", free_port()))
-    settings = make_settings(tmp_path, catalog)
+    settings = api_settings(tmp_path, catalog)
     store = EventStore(make_engine(settings.db_url))
     try:
         with serve(settings) as client:

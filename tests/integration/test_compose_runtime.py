@@ -24,7 +24,6 @@ from lifecycle.runtimes.compose import PROJECT_LABEL, ComposeRuntime
 from lifecycle.runtimes.protocol import ComposeInvalid, ImageMissing, RuntimeFailure
 from settings import Settings
 from simulator.config import DEFAULT_CRASH_EXIT_CODE
-from tests.conftest import REPO_ROOT
 from tests.integration.container_support import (
     DEAD_SOCKET,
     ExitRecorder,
@@ -35,7 +34,7 @@ from tests.integration.container_support import (
     sim_event_names,
 )
 from tests.integration.readiness_support import wait_until_ready
-from tests.support import free_port, wait_until
+from tests.support import REPO_ROOT, free_port, wait_until
 
 pytestmark = pytest.mark.docker
 

@@ -38,9 +38,8 @@ from lifecycle.core.events import (
 from lifecycle.core.projection import ModelState, fold
 from lifecycle.core.states import IllegalTransition, Phase
 from settings import Settings, sqlite_path
-from tests.support import wait_until
+from tests.support import REPO_ROOT, wait_until
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 NGC_KEY = "nvapi-THIS-IS-A-TEST-SECRET-0123456789"
 
 # A plausible lifecycle that writers cycle through, so the projection has work to do.

@@ -16,8 +16,8 @@ from db.session import make_engine
 from db.store import EventStore
 from lifecycle.core.events import LoadRequested
 from settings import Settings
+from tests.support import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 TABLES = {"events", "model_state"}
 
 

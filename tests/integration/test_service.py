@@ -30,7 +30,7 @@ from lifecycle.core.events import (
 from lifecycle.core.planner import UNWANTED
 from lifecycle.service import CannotLoad, InvalidRequest, LifecycleService, UnknownModel
 from settings import Settings
-from tests.catalogs import REPO_ROOT, write_catalog
+from tests.catalogs import write_catalog
 from tests.integration.lifecycle_env import (
     FAST,
     desired,
@@ -44,7 +44,7 @@ from tests.integration.lifecycle_env import (
     wait_for_count,
     wait_passes,
 )
-from tests.support import free_port, wait_until
+from tests.support import REPO_ROOT, free_port, wait_until
 
 # The first app instance: start, load a model, say so once it is ready, then run until killed.
 APP_SCRIPT = """

@@ -23,9 +23,9 @@ from streamlit.testing.v1 import app_test as app_test_module
 import service_access
 from lifecycle.core.status_view import ModelStatus
 from lifecycle.service import LifecycleService
-from tests.app_harness import make_settings, serve
-from tests.catalogs import REPO_ROOT, write_catalog
-from tests.support import wait_until
+from tests.app_harness import api_settings, serve
+from tests.catalogs import write_catalog
+from tests.support import REPO_ROOT, wait_until
 
 HOME = REPO_ROOT / "Home.py"
 RUN_TIMEOUT_S = 30
@@ -88,7 +88,7 @@ class UiEnv:
 @contextlib.contextmanager
 def ui_env(tmp_path: Path, *models: dict[str, Any], **settings: Any) -> Iterator[UiEnv]:
     catalog = write_catalog(tmp_path / "models.yaml", *models)
-    with navigation_mode(), serve(make_settings(tmp_path, catalog, **settings)):
+    with navigation_mode(), serve(api_settings(tmp_path, catalog, **settings)):
         yield UiEnv(tmp_path, catalog)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 import subprocess
 import sys
 import textwrap
@@ -17,8 +16,7 @@ from lifecycle.catalog import ID_PATTERN, Catalog, Engine, ModelSpec, RuntimeKin
 from lifecycle.catalog.__main__ import main
 from lifecycle.catalog.errors import CatalogError
 from tests import catalogs
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.support import REPO_ROOT
 
 # One valid entry per runtime; tests change a field or two and look at what the loader says.
 PROCESS = {
@@ -708,58 +706,44 @@ def test_spec_can_be_built_in_code() -> None:
 # --- the repo's own catalog and compose file -------------------------------------------------
 
 
-def test_default_catalog_loads_cleanly() -> None:
+# The seed's four models (the original feature note): users edit models.yaml, so only what the
+# product promises is pinned here, not every field.
+SEED_MODELS = {
+    "gpt-oss-20b": (Engine.NIM, True),
+    "gpt-oss-120b": (Engine.NIM, True),
+    "deepseek-nvfp4": (Engine.OPENAI, False),
+    "llama-nim": (Engine.NIM, False),
+}
+
+
+def test_default_catalog_is_valid_and_holds_the_seed_models() -> None:
     catalog = load_catalog(REPO_ROOT / "models.yaml")
     assert catalog.warnings == ()
-    summary = {
-        spec.id: (spec.name, spec.engine, spec.runtime, spec.can_load, spec.simulated) for spec in catalog
-    }
-    assert summary == {
-        "gpt-oss-20b": ("GPT-OSS-20B", Engine.NIM, RuntimeKind.COMPOSE, True, False),
-        "gpt-oss-120b": ("GPT-OSS-120B", Engine.NIM, RuntimeKind.COMPOSE, True, False),
-        "deepseek-nvfp4": ("DeepSeek-NVFP4", Engine.OPENAI, RuntimeKind.EXTERNAL, False, False),
-        "llama-nim": ("Llama-NIM", Engine.NIM, RuntimeKind.EXTERNAL, False, False),
-        "sim-llama": ("Simulated llama.cpp (process)", Engine.LLAMACPP, RuntimeKind.PROCESS, True, True),
-        "sim-nim": ("Simulated NIM (compose)", Engine.NIM, RuntimeKind.COMPOSE, True, True),
-    }
-    assert len({spec.port for spec in catalog}) == 6
+    assert len({spec.port for spec in catalog}) == len(catalog), "two models on one port"
+    for model_id, (engine, loadable) in SEED_MODELS.items():
+        spec = catalog[model_id]
+        assert (spec.engine, spec.can_load) == (engine, loadable), model_id
+        if not loadable:
+            assert spec.manual_start, f"{model_id} must say how it is started by hand"
+    for spec in catalog:
+        if spec.compose is not None:
+            assert spec.compose.file.exists(), spec.id
+            services = yaml.safe_load(spec.compose.file.read_text())["services"]
+            assert spec.compose.service in services, spec.id
+        if spec.env:
+            # Secrets are passed through from the app's environment, never written in the file.
+            assert all(value is None for name, value in spec.env.items() if "KEY" in name or "TOKEN" in name)
 
 
-def test_default_catalog_details() -> None:
+def test_default_catalog_can_be_tried_without_a_gpu() -> None:
     catalog = load_catalog(REPO_ROOT / "models.yaml")
-    small, big = catalog["gpt-oss-20b"], catalog["gpt-oss-120b"]
-    assert (small.url, small.port, small.served_model, small.startup_timeout_s) == (
-        "http://127.0.0.1:8000",
-        8000,
-        "openai/gpt-oss-20b",
-        1800,
-    )
-    assert (big.port, big.served_model, big.size, big.format) == (
-        8010,
-        "openai/gpt-oss-120b",
-        "120B",
-        small.format,
-    )
-    assert small.format == "Safetensors (MXFP4)"
-    for spec in (small, big):
-        assert spec.compose is not None
-        assert spec.compose.file == REPO_ROOT / "compose" / "nim.yaml"
-        assert spec.compose.service == spec.id
-        # NIM_CACHE is not required: compose/nim.yaml falls back to ~/.cache/nim without it.
-        assert spec.env == {"NGC_API_KEY": None}
-    for manual in (catalog["deepseek-nvfp4"], catalog["llama-nim"]):
-        assert manual.manual_start is not None
-        assert "deployment script" in manual.manual_start
-    sim = catalog["sim-llama"]
-    assert sim.argv(python="PY") == shlex.split(
-        "PY -m simulator --engine llamacpp --port 8100 --model-id sim-llama"
-        " --startup-s 3 --ttft-ms 150 --tokens-per-s 40"
-    )
-    assert sim.workdir == REPO_ROOT
-    sim_nim = catalog["sim-nim"]
-    assert sim_nim.compose is not None
-    assert (sim_nim.compose.file, sim_nim.compose.service) == (REPO_ROOT / "compose" / "sim.yaml", "sim-nim")
-    assert sim_nim.port == 8101
+    simulated = [spec for spec in catalog if spec.simulated]
+    assert {spec.runtime for spec in simulated} >= {RuntimeKind.PROCESS, RuntimeKind.COMPOSE}
+    assert all(spec.can_load for spec in simulated)
+    process = next(spec for spec in simulated if spec.runtime == RuntimeKind.PROCESS)
+    argv = process.argv(python="PY")
+    assert argv[:3] == ["PY", "-m", "simulator"]
+    assert argv[argv.index("--port") + 1] == str(process.port)
 
 
 def test_nim_compose_file_has_the_real_services() -> None:
