@@ -66,7 +66,7 @@ settings = get_settings()
 app = st.App(
     "Home.py",
     routes=endpoints.routes(service_access.get_service, settings.api_token, service_access.stopping),
-    middleware=endpoints.middleware(),
+    middleware=endpoints.middleware(streamlit_bind()[0], settings.allowed_host_names()),
     lifespan=lifespan.lifespan(settings, streamlit_bind),
 )
 

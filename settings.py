@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Address the app binds to.")
     port: int = Field(default=8080, ge=1, le=65535, description="Port the app listens on.")
     api_token: SecretStr | None = Field(default=None, description="Bearer token required on /api.")
+    allowed_hosts: str = Field(
+        default="",
+        description="Comma-separated Host names the app answers to besides loopback and DXG_HOST.",
+    )
     instance: str = Field(default="", description="Names this instance's containers and processes.")
     # Restart policy: the figures DESIGN.md gives; Docker's own (100 ms .. 60 s) is too eager for
     # servers whose start takes minutes, Kubernetes' (10 s .. 300 s) too slow for a desk.
@@ -100,6 +104,9 @@ class Settings(BaseSettings):
                 "from a-z, 0-9, '_' and '-', starting with a letter or digit"
             )
         return self
+
+    def allowed_host_names(self) -> list[str]:
+        return [name.strip() for name in self.allowed_hosts.split(",") if name.strip()]
 
     def restart_policy(self) -> RestartPolicy:
         return RestartPolicy(

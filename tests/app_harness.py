@@ -36,8 +36,9 @@ def serve(settings: Settings, bind: tuple[str, int] = ("127.0.0.1", 8080)) -> It
     for the address the HTTP server would report."""
     app = Starlette(
         routes=endpoints.routes(service_access.get_service, settings.api_token, service_access.stopping),
-        middleware=endpoints.middleware(),
+        middleware=endpoints.middleware(bind[0], settings.allowed_host_names()),
         lifespan=lifespan.lifespan(settings, lambda: bind),
     )
-    with TestClient(app) as client:
+    # The Host a browser on this machine sends: the app answers to loopback names only.
+    with TestClient(app, base_url=f"http://127.0.0.1:{bind[1]}") as client:
         yield client

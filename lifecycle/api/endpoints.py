@@ -45,7 +45,7 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 import anyio
@@ -61,6 +61,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from lifecycle.api.auth import AUTHENTICATED, BearerAuthMiddleware
 from lifecycle.api.errors import ApiError, error_response
 from lifecycle.api.path_guard import ApiPathGuard
+from lifecycle.api.request_guard import HostPolicy, RequestGuard
 from lifecycle.core.events import MODEL_ID_RE, RecordedEvent, model_id_of, redact
 from lifecycle.service import LifecycleError, ModelStatus
 
@@ -353,6 +354,17 @@ def routes(
     ]
 
 
-def middleware() -> list[Middleware]:
-    """What the app wraps around everything: hostile /api paths answered in JSON (see ``path_guard``)."""
-    return [Middleware(ApiPathGuard, prefixes=[PREFIX])]
+def middleware(bind_host: str, allowed_hosts: Collection[str] = ()) -> list[Middleware]:
+    """What the app wraps around everything, outermost first: the Host, Origin and form checks
+    (``request_guard``), then hostile /api paths answered in JSON (``path_guard``)."""
+    policy = HostPolicy(bind_host, allowed_hosts)
+    if policy.any_host:
+        log.warning(
+            "listening on %r and answering to any Host name: set DXG_ALLOWED_HOSTS to the names "
+            "you reach the app by, so a rebound DNS name cannot reach it",
+            bind_host,
+        )
+    return [
+        Middleware(RequestGuard, policy=policy, api_prefixes=[PREFIX]),
+        Middleware(ApiPathGuard, prefixes=[PREFIX]),
+    ]

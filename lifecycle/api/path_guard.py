@@ -39,13 +39,15 @@ class ApiPathGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
-        if not (path and _under(path, self.prefixes) and unsafe(path)):
+        if path and _under(path, self.prefixes) and unsafe(path):
+            detail = (
+                f"no API route at {path!r}: paths holding '..', control characters or a drive or UNC "
+                "root never name a model or a route"
+            )
+        elif path and not _under(path, self.prefixes) and _under(path.lower(), self.prefixes):
+            # /API/models would otherwise get the UI page with a 200: routes are case-sensitive.
+            detail = f"no API route at {path!r}: API paths are lower case ({path.lower()!r})"
+        else:
             await self.app(scope, receive, send)
             return
-        response = error_response(
-            404,
-            "not_found",
-            f"no API route at {path!r}: paths holding '..', control characters or a drive or UNC "
-            "root never name a model or a route",
-        )
-        await response(scope, receive, send)
+        await error_response(404, "not_found", detail)(scope, receive, send)

@@ -19,12 +19,14 @@ import httpx
 import pytest
 from pydantic import SecretStr
 from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 from streamlit.runtime import Runtime
 
 import cli
 import service_access
 from db.session import make_engine
 from db.store import EventStore
+from lifecycle.api.request_guard import POLICY_VIOLATION
 from lifecycle.core.events import model_stream
 from lifecycle.runtimes.container_labels import LABEL_INSTANCE
 from lifecycle.runtimes.ports import port_is_free
@@ -34,6 +36,7 @@ from tests.catalogs import external, offline, sim_docker, sim_process, write_cat
 from tests.support import free_port, wait_until
 
 TOKEN = "t0ken-for-tests-" + "x" * 16
+LOCAL = "http://127.0.0.1:8080"  # what a browser on this machine sends as Host
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 STATUS_KEYS = {
     "id", "name", "url", "engine", "runtime", "size", "format", "supports_tools", "simulated",
@@ -333,6 +336,58 @@ def test_no_cross_origin_access_is_granted(client: TestClient) -> None:
     assert preflight.status_code >= 400
 
 
+def test_a_cross_site_page_cannot_change_anything(client: TestClient, tmp_path: Path) -> None:
+    """CSRF: browsers send Origin on every cross-site POST, and a plain form can only send form
+    or text bodies. Neither may load a model; the refusals are JSON and record nothing."""
+    evil = {"Origin": "http://evil.example"}
+    assert_error(client.post("/api/models/sim-a/load", headers=evil), 403, "cross_origin")
+    assert_error(client.post("/api/models/sim-a/unload", headers=evil), 403, "cross_origin")
+    for form in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+        response = client.post("/api/models/sim-a/load", headers={"Content-Type": form}, content=b"a=b")
+        assert_error(response, 415, "unsupported_media_type")
+    assert client.get("/api/models/sim-a", headers=evil).status_code == 200  # reading is harmless
+    assert [e["type"] for e in client.get("/api/events?model=sim-a").json()["events"]] == []
+    # The app's own origin, JSON and the CLI's bare POST still work.
+    own = {"Origin": "http://127.0.0.1:8080", "Content-Type": "application/json"}
+    assert client.post("/api/models/sim-a/unload", headers=own, content=b"{}").status_code == 202
+    assert client.post("/api/models/sim-a/unload").status_code == 202
+
+
+@pytest.mark.parametrize(
+    "host", ["evil.example", "evil.example:8080", "192.0.2.10", "127.0.0.1.evil.example"]
+)
+def test_a_rebound_dns_name_is_refused(client: TestClient, host: str) -> None:
+    """DNS rebinding: a name the attacker points at 127.0.0.1 reaches the app with its own Host."""
+    body = assert_error(client.get("/api/models", headers={"Host": host}), 421, "host_not_allowed")
+    assert "DXG_ALLOWED_HOSTS" in body["detail"]
+    assert_error(client.post("/api/models/sim-a/load", headers={"Host": host}), 421, "host_not_allowed")
+    for local in ("localhost:8080", "127.0.0.1:8080", "[::1]:8080"):
+        assert client.get("/api/models", headers={"Host": local}).status_code == 200, local
+
+
+def test_allowed_hosts_extend_the_names_the_app_answers_to(tmp_path: Path, catalog: Path) -> None:
+    settings = api_settings(tmp_path, catalog, allowed_hosts="box.lan, gpu-box")
+    with serve(settings) as client:
+        assert client.get("/api/models", headers={"Host": "box.lan:8080"}).status_code == 200
+        assert client.get("/api/models", headers={"Host": "gpu-box"}).status_code == 200
+        assert_error(client.get("/api/models", headers={"Host": "other.lan"}), 421, "host_not_allowed")
+
+
+def test_the_ui_refuses_a_rebound_host_too(app_module: Any) -> None:
+    with TestClient(app_module.app, base_url=LOCAL) as client:
+        refused = client.get("/", headers={"Host": "evil.example"})
+        assert refused.status_code == 421
+        assert "DXG_ALLOWED_HOSTS" in refused.text
+        assert client.get("/").status_code == 200
+        # The UI's WebSocket is how a page drives the app: closed before it is accepted.
+        with (
+            pytest.raises(WebSocketDisconnect) as closed,
+            client.websocket_connect("/_stcore/stream", headers={"Host": "evil.example"}),
+        ):
+            pass
+        assert closed.value.code == POLICY_VIOLATION
+
+
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10", "myhost.example"])
 def test_start_refuses_a_network_address_without_a_token(tmp_path: Path, catalog: Path, host: str) -> None:
     settings = api_settings(tmp_path, catalog)
@@ -387,7 +442,7 @@ def app_module(tmp_path: Path, catalog: Path, monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_the_real_app_object(app_module: Any) -> None:
-    with TestClient(app_module.app) as client:
+    with TestClient(app_module.app, base_url=LOCAL) as client:
         assert client.get("/_stcore/health").text == "ok"
         assert client.get("/api/health").status_code == 200
         assert_error(client.get("/api/models"), 401, "unauthorized")
@@ -423,7 +478,7 @@ def files_under(root: Path) -> set[Path]:
 def test_every_route_answers_hostile_ids_in_json_and_touches_nothing(app_module: Any, tmp_path: Path) -> None:
     """Through app.py's own st.App, Streamlit's path-security middleware included: it answers a
     bare-text 400 to '..' and NUL paths, so the API's guard must answer them first."""
-    with TestClient(app_module.app) as client:
+    with TestClient(app_module.app, base_url=LOCAL) as client:
         before = files_under(tmp_path)
         for method, template in MODEL_ROUTES:
             for raw in HOSTILE_IDS:
@@ -434,6 +489,10 @@ def test_every_route_answers_hostile_ids_in_json_and_touches_nothing(app_module:
                 body = response.json()
                 assert body["error"] in {"not_found", "unknown_model", "invalid_request"}, (url, body)
                 assert body["detail"], url
+        for path in ("/API/models", "/Api/health", "/api/MODELS"):
+            response = client.get(path, headers=AUTH)
+            assert response.status_code == 404, (path, response.text[:200])
+            assert response.json()["error"] == "not_found", path
         service = service_access.get_service()
         streams = {event.stream for event in service.history(limit=1000)}
         assert streams == {"app"}, streams  # no command reached a model stream
