@@ -175,7 +175,10 @@ class LifecycleService:
             state = self._state(model_id)
             if state.desired == LOADED and state.phase != Phase.FAILED:
                 return []  # already asked for; the reconciler is on it
-            if state.phase not in RUNNING:
+            # A start or stop of the app's own in flight holds the port and the pidfile: the
+            # runtime's check would read it as a stranger's server. The reconciler plans from
+            # the new wish once that action ends.
+            if state.phase not in RUNNING and not self._reconciler.acting_on(model_id):
                 availability = self._availability.refresh(spec)
                 if not availability.available:
                     raise CannotLoad(f"{spec.name} can't be loaded: {availability.reason}")
@@ -317,10 +320,9 @@ class LifecycleService:
 
     def _view(self, spec: ModelSpec, state: ModelState | None, now: float) -> ModelStatus:
         usual = self._memories.get(state).usual_load_s if state is not None else None
-        if spec.can_load and state is not None and state.phase in RUNNING:
-            availability = Availability.ok()  # its own server holds the port check() looks at
-        else:
-            availability = self._availability.get(spec)
+        # Its own server (running, or a start or stop in flight) holds the port check() looks at.
+        ours = state is not None and (state.phase in RUNNING or self._reconciler.acting_on(spec.id))
+        availability = Availability.ok() if spec.can_load and ours else self._availability.get(spec)
         return model_status(spec, state, availability, usual_load_s=usual, now=now)
 
 

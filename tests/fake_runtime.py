@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Final
 from lifecycle.catalog import ModelSpec, RuntimeKind
 from lifecycle.core.values import Availability, ExitCallback, Handle, Observation
 from lifecycle.observe.probes import DEFAULT_TIMEOUT_S, ProbeResult, ProbeTarget, ready_path
-from lifecycle.runtimes.protocol import RuntimeFailure
+from lifecycle.runtimes.protocol import AlreadyRunning, RuntimeFailure
 
 if TYPE_CHECKING:
     import httpx
@@ -91,6 +91,7 @@ class FakeRuntime:
         self._inspect_error: Exception | None = None
         self._start_hold = _Hold()
         self._stop_hold = _Hold()
+        self._spawned_hold = _Hold()
         self._peak: dict[str, int] = {}
         self._logs: dict[str, list[str]] = {}
         self.start_calls = 0  # every call of start(), failed ones included
@@ -154,6 +155,16 @@ class FakeRuntime:
             self._start_hold.open.set()
 
     @contextmanager
+    def holding_spawned_starts(self) -> Iterator[None]:
+        """Starts spawn their server, then wait before returning until the block ends: the window
+        in which a server of the app's own runs but its StartIssued is not recorded yet."""
+        self._spawned_hold.open.clear()
+        try:
+            yield
+        finally:
+            self._spawned_hold.open.set()
+
+    @contextmanager
     def holding_stops(self) -> Iterator[None]:
         """Stops wait inside ``stop`` (see ``stops_held``) until the block ends."""
         self._stop_hold.open.clear()
@@ -195,6 +206,10 @@ class FakeRuntime:
     def check(self, spec: ModelSpec) -> Availability:
         with self._lock:
             reason = self._offline.get(spec.id)
+            running = [srv for srv in self._servers.values() if srv.model_id == spec.id and srv.running]
+        if reason is None and running:
+            # As the process runtime does: its pidfile shows a server of the model already up.
+            reason = str(AlreadyRunning(spec.id, f"pid {running[0].handle.ref}"))
         return Availability.ok() if reason is None else Availability.offline(reason)
 
     def start(self, spec: ModelSpec) -> Handle:
@@ -208,7 +223,8 @@ class FakeRuntime:
         with self._lock:
             self.starts += 1
             server = self._add(spec.id, spec.url, ready=self.auto_ready, started_at=time.time())
-            return server.handle
+        self._pass_gate(self._spawned_hold, "start")
+        return server.handle
 
     def stop(self, handle: Handle, grace_s: float) -> Observation:
         with self._lock:

@@ -578,6 +578,25 @@ def test_an_unload_while_the_start_is_under_way_stops_the_new_server(
     assert (fake.starts, fake.stops) == (1, 1)
 
 
+def test_a_load_while_the_apps_own_start_is_under_way_is_accepted(
+    service: LifecycleService, fake: FakeRuntime
+) -> None:
+    """The window between spawning a server and recording StartIssued: the runtime's check sees
+    a server of the model running (the app's own), which must not read as a stranger's."""
+    with fake.holding_spawned_starts():
+        service.load(A)
+        wait_for(lambda: len(fake.live(A)) == 1, "the server spawned, StartIssued not recorded yet")
+        service.unload(A)
+        assert not fake.check(service.catalog[A]).available  # what a load used to trip over
+        status = service.load(A)  # used to raise CannotLoad "... already running as pid N"
+        assert status.desired == "loaded"
+        assert status.available, status.status  # nor is the model shown as Offline meanwhile
+    assert service.wait(A, "ready", timeout_s=WAIT_S).phase == "ready"
+    assert len(fake.live(A)) == 1
+    assert fake.peak(A) == 1
+    assert types(service, A)[:3] == ["LoadRequested", "UnloadRequested", "LoadRequested"]
+
+
 # --- adoption and exit ----------------------------------------------------------------------------
 
 
