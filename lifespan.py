@@ -18,6 +18,7 @@ import anyio
 from sqlalchemy.engine import make_url
 
 import service_access
+from db.lease import DatabaseInUse, InstanceLease
 from db.migrate import upgrade_to_head
 from lifecycle.api.auth import check_exposure
 from lifecycle.service import LifecycleService
@@ -104,6 +105,12 @@ def _start(settings: Settings) -> LifecycleService:
     return service
 
 
+def _take_lease(settings: Settings, host: str, port: int) -> InstanceLease | None:
+    """The database's lease, before anything touches it; a second instance stops right here."""
+    settings.ensure_dirs()
+    return InstanceLease.acquire(settings.db_url, f"{host}:{port}")
+
+
 def _shutdown(service: LifecycleService) -> None:
     try:
         service.shutdown()
@@ -112,7 +119,8 @@ def _shutdown(service: LifecycleService) -> None:
 
 
 def lifespan(settings: Settings, bind: BindProvider) -> Lifespan:
-    """The app's lifespan: check the address, migrate, build and start the service; stop it at exit."""
+    """The app's lifespan: check the address, take the database's lease, migrate, build and start
+    the service; stop it and free the lease at exit."""
 
     @asynccontextmanager
     async def run(_app: Any) -> AsyncIterator[dict[str, Any]]:
@@ -125,17 +133,33 @@ def lifespan(settings: Settings, bind: BindProvider) -> Lifespan:
             raise
         database = make_url(settings.db_url).render_as_string(hide_password=True)
         log.info("starting on %s:%s (instance %s, database %s)", host, port, settings.instance, database)
-        # Blocking work (migrations, Docker, process scans) stays off the event loop.
-        with _flag_exit_signals():
-            service = await anyio.to_thread.run_sync(_start, settings)
-            service_access.publish(service)
-            try:
-                yield {"service": service, "settings": settings}
-            finally:
-                service_access.publish(None)
-                log.info("stopping the lifecycle service")
-                # Not cancellable: the servers we manage must be stopped even when the loop winds down.
-                await anyio.to_thread.run_sync(_shutdown, service)
-                log.info("lifecycle service stopped")
+        try:
+            lease = _take_lease(settings, host, port)
+        except DatabaseInUse as exc:
+            log.error("not starting: %s", exc)
+            raise
+        try:
+            async with _serving(settings) as state:
+                yield state
+        finally:
+            if lease is not None:
+                lease.release()
 
     return run
+
+
+@asynccontextmanager
+async def _serving(settings: Settings) -> AsyncIterator[dict[str, Any]]:
+    """The service from start to stop, published to ``service_access`` in between. Blocking work
+    (migrations, Docker, process scans) stays off the event loop."""
+    with _flag_exit_signals():
+        service = await anyio.to_thread.run_sync(_start, settings)
+        service_access.publish(service)
+        try:
+            yield {"service": service, "settings": settings}
+        finally:
+            service_access.publish(None)
+            log.info("stopping the lifecycle service")
+            # Not cancellable: the servers we manage must be stopped even when the loop winds down.
+            await anyio.to_thread.run_sync(_shutdown, service)
+            log.info("lifecycle service stopped")

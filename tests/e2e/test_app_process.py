@@ -74,6 +74,10 @@ def stop_and_check_clean(files: AppFiles, app: RunningApp, models: list[str]) ->
         assert any(e.type == "Stopped" and e.event.payload().get("reason") == "shutdown" for e in last), last
 
 
+# uvicorn's exit status when the app's startup fails (here: the database's lease is taken).
+INSTANCE_REFUSED = 3
+
+
 def count(events: list[RecordedEvent], type_name: str) -> int:
     return sum(1 for e in events if e.type == type_name)
 
@@ -128,6 +132,32 @@ def test_sigterm_ends_a_waiting_request_instead_of_waiting_for_it(files: AppFile
         answer = waiting.result(timeout=5)
     assert answer.status_code == 503, answer.text
     assert answer.json()["error"] == "shutting_down"
+
+
+def test_a_second_instance_on_the_same_database_is_refused_while_the_first_works(files: AppFiles) -> None:
+    first = start_app(files)
+    first.load("sim-p")
+    started = files.servers()
+    # The same database (and instance name), another port: what `make run` twice looks like.
+    port = free_port()
+    second = launch(files, streamlit_argv("127.0.0.1", port), files.env(DXG_PORT=str(port)))
+    try:
+        code = second.wait(timeout=START_TIMEOUT_S)
+    finally:
+        second.kill()
+    output = (files.root / f"app-{files.runs}.log").read_text(errors="replace")
+    assert code == INSTANCE_REFUSED, output
+    assert f"another instance of the app uses the database {files.root / 'dxg.db'}" in output
+    assert f"pid {first.proc.pid}" in output, output
+    assert f"listening on 127.0.0.1:{files.port}" in output, output
+    assert "DXG_DB_URL" in output
+    # The first never noticed: its server runs on, nothing was recorded as crashed or started.
+    assert files.servers() == started
+    events = files.events("sim-p")
+    assert [e.type for e in events].count("StartIssued") == 1, events
+    assert "Crashed" not in {e.type for e in events}
+    assert first.model("sim-p")["phase"] == "ready"
+    stop_and_check_clean(files, first, ["sim-p"])
 
 
 def test_refuses_to_listen_on_every_interface_without_a_token(files: AppFiles) -> None:
