@@ -24,6 +24,7 @@ from db.session import make_engine
 from db.store import Decision, EventStore
 from lifecycle.catalog import Catalog, ModelSpec, RuntimeKind
 from lifecycle.catalog.watch import CatalogHolder
+from lifecycle.core import secrets
 from lifecycle.core.errors import CannotLoad, InvalidRequest, LifecycleError, UnknownModel
 from lifecycle.core.events import (
     APP_STREAM,
@@ -45,6 +46,7 @@ from lifecycle.core.values import Availability, Handle
 from lifecycle.observe.availability import AvailabilityCache
 from lifecycle.observe.docker_events import DockerPing, DockerWatch
 from lifecycle.observe.probes import ReadyProbe, probe_ready
+from lifecycle.runtimes.protocol import server_env
 from lifecycle.runtimes.registry import Runtimes
 from lifecycle.supervisor.memory_cache import MemoryCache
 from lifecycle.supervisor.reconciler import Reconciler
@@ -120,6 +122,7 @@ class LifecycleService:
             self._started = True
         self.settings.ensure_dirs()
         self._catalog.reload()
+        self._remember_secrets()
         self._append_app(AppStarted(instance=self.settings.instance, pid=os.getpid()))
         self._availability.prime(self._catalog.catalog)
         self._reconciler.adopt()  # waits for a readable catalog if this one is broken
@@ -141,10 +144,19 @@ class LifecycleService:
     def _poll_catalog(self) -> None:
         if not self._catalog.reload_if_changed():
             return
+        self._remember_secrets()
         self._availability.prime(self._catalog.catalog)
         self._reconciler.adopt()  # no-op unless the catalog just became readable for the first time
         self._watch_docker_if_needed()
         self._reconciler.kick()  # new models need nothing, removed ones need stopping
+
+    def _remember_secrets(self) -> None:
+        """Every secret the catalog hands out is masked from now on, also in the logs of servers
+        an earlier run started (adopted ones) before this run starts any."""
+        token = self.settings.api_token
+        secrets.KNOWN.remember([token.get_secret_value()] if token is not None else [])
+        for spec in self._catalog.catalog:
+            server_env(spec)
 
     def _watch_docker_if_needed(self) -> None:
         uses_docker = any(str(spec.runtime) in CONTAINER_RUNTIMES for spec in self._catalog.catalog)

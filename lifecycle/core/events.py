@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, Literal
 
+from lifecycle.core import secrets
+
 # --- streams -----------------------------------------------------------------
 
 APP_STREAM: Final = "app"
@@ -244,7 +246,7 @@ class RecordedEvent:
 
 # --- redaction -------------------------------------------------------------------
 
-REDACTED: Final = "***"
+REDACTED: Final = secrets.REDACTED
 
 # Words that mark a secret when they end a name, as a whole segment: HF_TOKEN,
 # NGC_API_KEY, db-password, client.secret. "max_tokens", "token_count" and
@@ -286,9 +288,11 @@ def is_secret_key(key: str) -> bool:
 def redact_text(text: str) -> str:
     """Hide secret values inside free text such as log tails.
 
-    ``NGC_API_KEY=nvapi-...`` becomes ``NGC_API_KEY=***``; so do ``--api-key v``, ``Bearer v``
-    and bare NGC keys.
+    Every secret value the app handed to a server (``secrets.KNOWN``) becomes ``***`` wherever it
+    stands; ``NGC_API_KEY=nvapi-...`` becomes ``NGC_API_KEY=***``; so do ``--api-key v``,
+    ``Bearer v`` and bare NGC keys.
     """
+    text = secrets.KNOWN.mask(text)  # the values the app handed out, however they are printed
     text = _SECRET_ASSIGNMENT_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
     text = _SECRET_FLAG_RE.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
     text = _BEARER_RE.sub(lambda m: f"{m.group(1)}{REDACTED}", text)

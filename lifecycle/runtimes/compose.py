@@ -45,7 +45,7 @@ from lifecycle.runtimes.composecli import (
 from lifecycle.runtimes.container_labels import managed_labels
 from lifecycle.runtimes.container_runtime import ContainerRuntime
 from lifecycle.runtimes.dockerhost import DockerHost
-from lifecycle.runtimes.protocol import ComposeInvalid, RuntimeFailure, env_problem
+from lifecycle.runtimes.protocol import ComposeInvalid, RuntimeFailure, env_problem, server_env
 from settings import Settings
 
 PROJECT_LABEL = "com.docker.compose.project"
@@ -120,7 +120,7 @@ class ComposeRuntime(ContainerRuntime):
         # Absolute, since the tool runs in the file's folder (where compose looks for .env).
         file = compose.file.resolve()
         files = (file, self.override_path(spec.id).resolve()) if with_override else (file,)
-        env = {**os.environ, **spec.resolved_env(os.environ)}
+        env = {**os.environ, **server_env(spec)}
         return ComposeCall(tool=tool, project=self.project(spec), files=files, env=env)
 
     def _config(self, call: ComposeCall) -> dict[str, ServiceConfig] | ComposeInvalid:

@@ -10,7 +10,6 @@ accident. Observing, stopping and log copying are shared with compose (container
 from __future__ import annotations
 
 import ipaddress
-import os
 import shlex
 import socket
 from typing import Any
@@ -25,7 +24,7 @@ from lifecycle.core.events import REDACTED, check_model_id, redact
 from lifecycle.core.values import Handle
 from lifecycle.runtimes.container_labels import managed_labels
 from lifecycle.runtimes.container_runtime import ContainerRuntime
-from lifecycle.runtimes.protocol import ImageMissing, RuntimeFailure, env_problem
+from lifecycle.runtimes.protocol import ImageMissing, RuntimeFailure, env_problem, server_env
 
 GPU_HINT = (
     "the model asks for GPUs (docker.gpus) but Docker cannot hand them out here; install the "
@@ -63,7 +62,7 @@ def create_args(spec: ModelSpec, settings: DockerSettings, name: str, instance: 
         "image": settings.image,
         "name": name,
         "labels": managed_labels(instance, spec.id, RuntimeKind.DOCKER.value),
-        "environment": spec.resolved_env(os.environ),
+        "environment": server_env(spec),
         "ports": {f"{inner}/tcp": (bind, outer) for inner, outer in settings.ports.items()},
         # The string form keeps docker run's -v behaviour: a missing host folder is created.
         "volumes": [f"{v.source}:{v.target}:{'ro' if v.read_only else 'rw'}" for v in settings.volumes],

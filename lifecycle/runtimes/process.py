@@ -44,6 +44,7 @@ from lifecycle.runtimes.protocol import (
     RuntimeFailure,
     WorkdirMissing,
     env_problem,
+    server_env,
 )
 from settings import Settings
 
@@ -130,7 +131,7 @@ class ProcessRuntime:
     def _environment(self, spec: ModelSpec, launch: str) -> dict[str, str]:
         return {
             **os.environ,
-            **spec.resolved_env(os.environ),
+            **server_env(spec),
             INSTANCE_ENV: self.settings.instance,
             MODEL_ENV: spec.id,
             LAUNCH_ENV: launch,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Final, Protocol, runtime_checkable
 
 from lifecycle.catalog import ModelSpec
+from lifecycle.core import secrets
 from lifecycle.core.values import Availability, Handle, Observation
 
 
@@ -105,6 +106,14 @@ class EnvMissing(RuntimeFailure):
             f"export {'them' if len(names) > 1 else 'it'} in the app's environment "
             "(the catalog takes it from there, so the secret never sits in models.yaml)"
         )
+
+
+def server_env(spec: ModelSpec) -> dict[str, str]:
+    """The catalog's ``env`` for the server, nulls taken from the app's environment; the secret
+    values among them are remembered, so they are masked in every log tail and answer."""
+    resolved = spec.resolved_env(os.environ)
+    secrets.KNOWN.remember(secrets.secret_env_values(spec.env, resolved))
+    return resolved
 
 
 def env_problem(spec: ModelSpec) -> EnvMissing | None:
