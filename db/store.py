@@ -15,10 +15,11 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, cast
 
 from sqlalchemy import Connection, Engine, Row, delete, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from db.session import read_connection
 from db.tables import EventRow, ModelStateRow
+from lifecycle.core.errors import StoreUnwritable
 from lifecycle.core.events import (
     FAILURE_TYPES,
     MODEL_STREAM_PREFIX,
@@ -135,6 +136,8 @@ class EventStore:
     def __init__(self, engine: Engine, *, clock: Callable[[], float] = _now_ms) -> None:
         self._engine = engine
         self._clock = clock
+        # Why the last append failed to write (None: it succeeded, or none failed yet).
+        self.write_error: str | None = None
 
     @property
     def engine(self) -> Engine:
@@ -167,6 +170,27 @@ class EventStore:
             }
             for i, (t, p) in enumerate(records, start=1)
         ]
+        try:
+            stored = self._append_rows(stream, rows, expected_version, actor)
+        except OperationalError as exc:
+            # Disk full, a read-only file, an I/O error: say so plainly, and remember it until a
+            # write succeeds again (health and the UI show it meanwhile).
+            failure = StoreUnwritable(self._where(), str(exc.orig) if exc.orig is not None else str(exc))
+            self.write_error = str(failure)
+            log.error("%s", failure)
+            raise failure from exc
+        self.write_error = None
+        for recorded in stored:
+            level = logging.WARNING if recorded.type in FAILURE_TYPES else logging.INFO
+            audit_log.log(level, audit_line(recorded))
+        return stored
+
+    def _where(self) -> str:
+        return self._engine.url.render_as_string(hide_password=True).removeprefix("sqlite:///")
+
+    def _append_rows(
+        self, stream: str, rows: list[dict[str, Any]], expected_version: int, actor: str
+    ) -> list[RecordedEvent]:
         with self._engine.begin() as conn:  # BEGIN IMMEDIATE: we hold the write lock from here
             actual = self._version(conn, stream)
             if actual != expected_version:
@@ -184,16 +208,13 @@ class EventStore:
                 raise ConcurrencyConflict(stream, expected_version, None) from exc
             stored = [
                 RecordedEvent(
-                    pos, stream, row["version"], from_record(row["type"], row["payload"]), actor, ts
+                    pos, stream, row["version"], from_record(row["type"], row["payload"]), actor, row["ts"]
                 )
                 for pos, row in zip(positions, rows, strict=True)
             ]
             model_id = model_id_of(stream)
             if model_id is not None:
                 self._project(conn, model_id, expected_version, stored)
-        for recorded in stored:
-            level = logging.WARNING if recorded.type in FAILURE_TYPES else logging.INFO
-            audit_log.log(level, audit_line(recorded))
         return stored
 
     def append_retrying(

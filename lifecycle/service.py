@@ -277,8 +277,10 @@ class LifecycleService:
         reachable, detail = self._docker_ping.status()
         catalog = self._catalog.catalog
         scheduler = self._reconciler.running
+        store_error = self.store_error
         return {
-            "ok": self.catalog_error is None and scheduler,
+            "ok": self.catalog_error is None and scheduler and store_error is None,
+            "store": {"writable": store_error is None, "error": store_error},
             "instance": self.settings.instance,
             "catalog": {
                 "path": str(self._catalog.path),
@@ -290,6 +292,11 @@ class LifecycleService:
             "scheduler_running": scheduler,
             "version": app_version(),
         }
+
+    @property
+    def store_error(self) -> str | None:
+        """Why the event store can't be written right now (None: it can)."""
+        return self._store.write_error
 
     @property
     def catalog_error(self) -> str | None:
@@ -335,7 +342,8 @@ class LifecycleService:
         # Its own server (running, or a start or stop in flight) holds the port check() looks at.
         ours = state is not None and (state.phase in RUNNING or self._reconciler.acting_on(spec.id))
         availability = Availability.ok() if spec.can_load and ours else self._availability.get(spec)
-        return model_status(spec, state, availability, usual_load_s=usual, now=now)
+        unrecorded = self.store_error
+        return model_status(spec, state, availability, usual_load_s=usual, now=now, unrecorded=unrecorded)
 
 
 def _checked_actor(actor: str) -> str:

@@ -21,15 +21,25 @@ def catalog_banner_text(error: str) -> str:
     )
 
 
+def store_banner_text(error: str) -> str:
+    return (
+        "**Nothing can be recorded right now**: loads and unloads are refused, and models show as "
+        f"unknown until the event store takes writes again.\n\n{escape_md(error)}"
+    )
+
+
 @st.fragment(run_every=BANNER_REFRESH_S)
 def catalog_banner() -> None:
-    """Live, so a fix (or a new mistake) in models.yaml shows without reloading the page."""
+    """Live, so a fix (or a new mistake) in models.yaml, or a store that can't be written, shows
+    without reloading the page."""
     try:
-        error = get_service().catalog_error
+        service = get_service()
     except ServiceNotRunning:
         return
-    if error:
-        st.error(catalog_banner_text(error), icon=":material/description:")
+    if service.store_error:
+        st.error(store_banner_text(service.store_error), icon=":material/database:")
+    if service.catalog_error:
+        st.error(catalog_banner_text(service.catalog_error), icon=":material/description:")
 
 
 def draw_frame() -> None:

@@ -31,3 +31,19 @@ class CannotLoad(LifecycleError):
 class InvalidRequest(LifecycleError):
     status_code = 422
     error = "invalid_request"
+
+
+class StoreUnwritable(LifecycleError):
+    """The event store refused a write (disk full, read-only file, I/O error): nothing that
+    happens now can be recorded, so nothing is acknowledged either."""
+
+    status_code = 503
+    error = "store_unwritable"
+
+    def __init__(self, where: str, cause: str) -> None:
+        self.where = where
+        self.cause = cause
+        super().__init__(
+            f"the event store can't be written: {cause} at {where}. Free space or fix the file's "
+            "permissions; the app records what happened meanwhile once it can write again"
+        )

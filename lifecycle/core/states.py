@@ -93,6 +93,7 @@ class Status:
 READY_LABEL: Final = "Loaded & Ready"
 AVAILABLE_LABEL: Final = "Available (Not Loaded)"
 OFFLINE_LABEL: Final = "Offline"
+UNKNOWN_LABEL: Final = "Unknown (the event store can't be written)"
 LOADING_LABEL: Final = "Loading…"
 UNLOADING_LABEL: Final = "Unloading…"
 RESTARTING_LABEL: Final = "Restarting…"

@@ -12,7 +12,7 @@ from typing import Any
 
 from lifecycle.catalog import ModelSpec, RuntimeKind
 from lifecycle.core.projection import ModelState
-from lifecycle.core.states import LOADED, RUNNING, Phase, status
+from lifecycle.core.states import LOADED, RUNNING, UNKNOWN_LABEL, Dot, Phase, Status, status
 from lifecycle.core.values import Availability
 
 
@@ -54,7 +54,11 @@ def model_status(
     *,
     usual_load_s: float | None,
     now: float,
+    unrecorded: str | None = None,
 ) -> ModelStatus:
+    """``unrecorded``: why the store can't be written right now. What the app last recorded may
+    no longer be true (a server may have died unrecorded), so a model it manages reads as
+    unknown rather than ready until the store takes writes again."""
     state = state or ModelState(model_id=spec.id)
     external = spec.runtime == RuntimeKind.EXTERNAL
     phase = (Phase.READY if availability.available else Phase.STOPPED) if external else state.phase
@@ -75,6 +79,10 @@ def model_status(
         reason = state.last_error
     elif not available:
         reason = availability.reason or None
+    unknown = unrecorded is not None and not external
+    if unknown:
+        words = Status(Dot.AMBER, UNKNOWN_LABEL)
+        reason = unrecorded
     return ModelStatus(
         id=spec.id,
         name=spec.name,
@@ -86,7 +94,7 @@ def model_status(
         format=spec.format,
         supports_tools=spec.supports_tools,
         simulated=spec.simulated,
-        loaded=phase == Phase.READY,
+        loaded=phase == Phase.READY and not unknown,
         available=available,
         can_load=spec.can_load,
         phase=phase.value,

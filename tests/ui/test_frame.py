@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
+from lifecycle.core.errors import StoreUnwritable
 from tests.catalogs import external, offline, sim_process
+from tests.integration.test_store_unwritable import refusing_writes
 from tests.support import free_port, wait_until
 from tests.ui.harness import HOME, UiEnv, no_exception, shown_text, ui_env
 from ui.chips import DIALOG_KEY, EMPTY_TEXT
@@ -164,3 +167,17 @@ def test_without_the_app_every_page_says_how_to_start_it() -> None:
     assert not at.exception
     assert "streamlit run app.py" in at.error[0].value
     assert not at.button
+
+
+def test_a_store_that_cannot_be_written_shows_a_banner_and_unknown_models(tmp_path: Path) -> None:
+    with ui_env(tmp_path, sim_process("sim-a", free_port())) as env:
+        with refusing_writes(env.service.store.engine):
+            with pytest.raises(StoreUnwritable):
+                env.service.load("sim-a")
+            at = no_exception(env.app())
+            banner = at.error[0].value
+            assert "Nothing can be recorded right now" in banner
+            assert "attempt to write a readonly database" in banner
+            assert chip_labels(at)["sim-a"].startswith(":orange["), chip_labels(at)  # unknown, not red
+        env.service.load("sim-a")  # writable again: recorded as usual
+        assert not no_exception(env.app()).error
