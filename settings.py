@@ -87,6 +87,15 @@ class Settings(BaseSettings):
     stop_grace_s: float = Field(
         default=10.0, ge=0, description="SIGTERM / docker stop, then a kill after this long."
     )
+    liveness_period_s: float = Field(
+        default=10.0, gt=0, description="How often a ready server's health endpoint is asked."
+    )
+    liveness_timeout_s: float = Field(
+        default=10.0, gt=0, description="How long one liveness probe waits: generous, a busy server is slow."
+    )
+    liveness_failures: int = Field(
+        default=3, ge=1, description="Liveness probes failed in a row before a server counts as hung."
+    )
     keep_running_on_exit: bool = Field(
         default=False, description="Leave servers running when the app exits; the next start adopts them."
     )

@@ -342,8 +342,18 @@ class LifecycleService:
         # Its own server (running, or a start or stop in flight) holds the port check() looks at.
         ours = state is not None and (state.phase in RUNNING or self._reconciler.acting_on(spec.id))
         availability = Availability.ok() if spec.can_load and ours else self._availability.get(spec)
-        unrecorded = self.store_error
-        return model_status(spec, state, availability, usual_load_s=usual, now=now, unrecorded=unrecorded)
+        failures, why = self._reconciler.liveness(spec.id)
+        limit = self.settings.liveness_failures
+        not_answering = f"{failures} of {limit} health checks failed: {why}" if failures else None
+        return model_status(
+            spec,
+            state,
+            availability,
+            usual_load_s=usual,
+            now=now,
+            unrecorded=self.store_error,
+            not_answering=not_answering,
+        )
 
 
 def _checked_actor(actor: str) -> str:

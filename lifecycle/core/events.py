@@ -135,6 +135,16 @@ class Crashed(Event):
 
 
 @dataclass(frozen=True)
+class Unhealthy(Event):
+    """A ready server stopped answering its liveness probe: it runs, but hangs (a frozen
+    process, a paused container). It is killed and restarted like a crash."""
+
+    TYPE: ClassVar[str] = "Unhealthy"
+    reason: str
+    failures: int
+
+
+@dataclass(frozen=True)
 class RestartScheduled(Event):
     TYPE: ClassVar[str] = "RestartScheduled"
     delay_s: float
@@ -322,7 +332,7 @@ def _redact_argv(items: list[Any] | tuple[Any, ...]) -> list[Any]:
 
 
 # Events that mean something went wrong; they are logged as warnings, the rest as info.
-FAILURE_TYPES: Final = frozenset({"StartFailed", "Crashed", "GaveUp"})
+FAILURE_TYPES: Final = frozenset({"StartFailed", "Crashed", "Unhealthy", "GaveUp"})
 _LOG_PAYLOAD_CHARS: Final = 300
 
 

@@ -22,6 +22,7 @@ from lifecycle.core.events import (
     RestartScheduled,
     StartFailed,
     StartIssued,
+    Unhealthy,
     UnloadRequested,
 )
 from lifecycle.core.policy import RestartPolicy
@@ -68,7 +69,7 @@ def _step(memory: PlannerMemory, recorded: RecordedEvent, policy: RestartPolicy)
                 changes.update(failures=(), streak=0, restart_at=None)
         case UnloadRequested(reason=reason):
             changes["unload_reason"] = reason
-        case Crashed():
+        case Crashed() | Unhealthy():
             changes["streak"] = policy.next_streak(memory.streak, _ready_for(before, ts))
             changes["failures"] = (*memory.failures, ts)
         case StartFailed():

@@ -46,6 +46,9 @@ class Observed:
     ready: bool = False  # the engine's ready probe passed
     probe_reason: str = ""  # the last probe's words, for a startup timeout's message
     known: bool = True  # False: the runtime could not tell (Docker unreachable); never act on it
+    # Why a ready server counts as hung (its liveness probe failed often enough in a row), if it does.
+    unhealthy: str | None = None
+    liveness_failures: int = 0
 
     @classmethod
     def unknown(cls, reason: str) -> Observed:
@@ -89,6 +92,14 @@ class StartFailed:
 
 
 @dataclass(frozen=True)
+class MarkUnhealthy:
+    """Record that a ready server hangs; the reconciler kills it (as it clears a crash's remains)."""
+
+    reason: str
+    failures: int
+
+
+@dataclass(frozen=True)
 class ScheduleRestart:
     delay_s: float
     attempt: int  # the start attempt the restart will be
@@ -124,6 +135,7 @@ Action = (
     | Stop
     | MarkReady
     | MarkCrashed
+    | MarkUnhealthy
     | StartFailed
     | ScheduleRestart
     | GiveUp
@@ -195,6 +207,10 @@ class _Situation:
             if not self.wanted or phase == Phase.STOPPING:
                 # A stopping phase without a stop in flight: an earlier run of the app began it.
                 return [Stop(self.reason, announce=phase != Phase.STOPPING)]
+            if phase == Phase.READY and seen.unhealthy is not None:
+                ready_for = None if state.since is None else now - state.since
+                hung = MarkUnhealthy(seen.unhealthy, seen.liveness_failures)
+                return [hung, *self._after_failure(new_failure=True, ready_for=ready_for)]
             if phase == Phase.STARTING:
                 if seen.ready:
                     return [MarkReady(round(now - since, 3))]

@@ -25,6 +25,7 @@ from lifecycle.core.events import (
     StartIssued,
     StopIssued,
     Stopped,
+    Unhealthy,
     UnloadRequested,
     model_id_of,
 )
@@ -99,6 +100,9 @@ def _changes(state: ModelState, event: Event) -> _Changes:
             return {"phase": Phase.CRASHED, "handle": None, "last_error": error}
         case Crashed(exit_code=code, oom=oom, log_tail=tail):
             error = _join(_exit_text(code, oom), _last_line(tail))
+            return {"phase": Phase.CRASHED, "handle": None, "last_error": error}
+        case Unhealthy(reason=reason, failures=failures):
+            error = f"not answering: {reason} ({failures} checks in a row)"
             return {"phase": Phase.CRASHED, "handle": None, "last_error": error}
         case RestartScheduled():
             return {"phase": Phase.BACKOFF, "handle": None, "restarts": state.restarts + 1}

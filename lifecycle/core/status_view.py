@@ -12,7 +12,16 @@ from typing import Any
 
 from lifecycle.catalog import ModelSpec, RuntimeKind
 from lifecycle.core.projection import ModelState
-from lifecycle.core.states import LOADED, RUNNING, UNKNOWN_LABEL, Dot, Phase, Status, status
+from lifecycle.core.states import (
+    LOADED,
+    NOT_ANSWERING_LABEL,
+    RUNNING,
+    UNKNOWN_LABEL,
+    Dot,
+    Phase,
+    Status,
+    status,
+)
 from lifecycle.core.values import Availability
 
 
@@ -55,6 +64,7 @@ def model_status(
     usual_load_s: float | None,
     now: float,
     unrecorded: str | None = None,
+    not_answering: str | None = None,
 ) -> ModelStatus:
     """``unrecorded``: why the store can't be written right now. What the app last recorded may
     no longer be true (a server may have died unrecorded), so a model it manages reads as
@@ -79,6 +89,10 @@ def model_status(
         reason = state.last_error
     elif not available:
         reason = availability.reason or None
+    if not_answering is not None and phase == Phase.READY and not external:
+        # Still ready by the record, but its liveness checks fail: the restart may be coming.
+        words = Status(Dot.AMBER, f"{NOT_ANSWERING_LABEL} ({not_answering})")
+        reason = not_answering
     unknown = unrecorded is not None and not external
     if unknown:
         words = Status(Dot.AMBER, UNKNOWN_LABEL)

@@ -50,6 +50,7 @@ from lifecycle.core.events import (
     StartIssued,
     StopIssued,
     Stopped,
+    Unhealthy,
     UnloadRequested,
     model_stream,
 )
@@ -58,7 +59,8 @@ from lifecycle.core.policy import RestartPolicy
 from lifecycle.core.projection import ModelState
 from lifecycle.core.states import LOADED, RUNNING, Phase
 from lifecycle.core.values import Handle
-from lifecycle.observe.probes import ReadyProbe, probe_ready
+from lifecycle.observe.liveness import LivenessWatch, LiveProbe
+from lifecycle.observe.probes import ReadyProbe, probe_live, probe_ready
 from lifecycle.observe.readiness import ReadinessWatch
 from lifecycle.runtimes import logfile
 from lifecycle.runtimes.protocol import Runtime, RuntimeFailure
@@ -77,6 +79,8 @@ ADOPT_PROBE_TIMEOUT_S: Final = 1.0
 ADOPT_WAIT_S: Final = 30.0
 
 PeriodicJob = tuple[str, float, Callable[[], None]]  # id, interval, function
+# Recorded outcomes after which the server's remains are cleared (a hung one is killed).
+DEAD_OR_HUNG: Final = (planner.MarkCrashed, planner.StartFailed, planner.MarkUnhealthy)
 
 
 class Reconciler:
@@ -92,6 +96,7 @@ class Reconciler:
         *,
         clock: Callable[[], float] = time.time,
         probe: ReadyProbe = probe_ready,
+        live_probe: LiveProbe = probe_live,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -104,6 +109,12 @@ class Reconciler:
         self._flight = SingleFlight(self._pass, name="dxg-reconciler")
         self._probe = probe
         self._readiness = ReadinessWatch(self.kick, probe=probe)
+        self._liveness = LivenessWatch(
+            self.kick,
+            period_s=settings.liveness_period_s,
+            timeout_s=settings.liveness_timeout_s,
+            probe=live_probe,
+        )
         self._actions = ThreadPoolExecutor(ACTION_WORKERS, thread_name_prefix="dxg-action")
         self._inflight: dict[str, Future[None]] = {}
         self._inflight_lock = threading.Lock()
@@ -179,6 +190,7 @@ class Reconciler:
                 log.exception("reconciling %s failed", model_id)
         starting = {m for m, s in states.items() if s.phase == Phase.STARTING}
         self._readiness.retain(starting | self._busy())
+        self._liveness.retain({m for m, s in states.items() if s.phase == Phase.READY})
         self._next_due = self._due(states, now)
         self.passes += 1
         if acted:
@@ -189,6 +201,11 @@ class Reconciler:
     def _busy(self) -> set[str]:
         with self._inflight_lock:
             return set(self._inflight)
+
+    def liveness(self, model_id: str) -> tuple[int, str]:
+        """Liveness probes of the model's ready server failed in a row so far, and the last reason."""
+        live = self._liveness.failures(model_id)
+        return live.failures, live.reason
 
     def acting_on(self, model_id: str) -> bool:
         """A start or stop for the model is under way (its outcome is not recorded yet)."""
@@ -215,6 +232,12 @@ class Reconciler:
             seen = self._runtimes.for_handle(handle).inspect(handle)
         except Exception as exc:
             return Observed.unknown(str(exc))
+        if seen.running and state.phase == Phase.READY and spec is not None and state.desired == LOADED:
+            live = self._liveness.watch(handle, spec)
+            hung = live.failures >= self._settings.liveness_failures
+            return Observed(
+                running=True, unhealthy=live.reason if hung else None, liveness_failures=live.failures
+            )
         if not seen.running or state.phase != Phase.STARTING or spec is None or state.desired != LOADED:
             return Observed(running=seen.running, exit_code=seen.exit_code, oom=seen.oom_killed)
         probe = self._readiness.watch(handle, spec)
@@ -251,9 +274,10 @@ class Reconciler:
             self._submit(
                 state.model_id, version, self._stop, state.model_id, slow.handle or state.handle, slow
             )
-        elif state.handle and any(isinstance(a, planner.MarkCrashed | planner.StartFailed) for a in actions):
-            # The server is dead and its exit code is recorded: clear what it left behind (an
-            # exited container) now, not at the next start, which never comes after an unload.
+        elif state.handle and any(isinstance(a, DEAD_OR_HUNG) for a in actions):
+            # The server is dead (or hung: it is killed here) and that is recorded: clear what it
+            # left behind (an exited container) now, not at the next start, which never comes
+            # after an unload.
             self._submit(state.model_id, None, self._discard, state.handle)
         return bool(events)
 
@@ -265,6 +289,8 @@ class Reconciler:
                 return Crashed(code, oom, self._state_tail(state))
             case planner.StartFailed(reason=reason, exit_code=code):
                 return StartFailed(reason, code, self._state_tail(state))
+            case planner.MarkUnhealthy(reason=reason, failures=failures):
+                return Unhealthy(reason, failures)
             case planner.ScheduleRestart(delay_s=delay, attempt=attempt, at=at):
                 return RestartScheduled(delay, attempt, at)
             case planner.GiveUp(reason=reason, crashes=crashes):
@@ -444,6 +470,7 @@ class Reconciler:
             self._scheduler = None
         self._flight.close()
         self._readiness.close()
+        self._liveness.close()
         self._runtimes.set_on_exit(None)
         # Queued actions are dropped; running ones end and record their outcome.
         self._actions.shutdown(wait=True, cancel_futures=True)

@@ -40,6 +40,7 @@ from lifecycle.core.planner import (
     MarkCrashed,
     MarkReady,
     MarkStopped,
+    MarkUnhealthy,
     Observed,
     RequestUnload,
     ScheduleRestart,
@@ -373,6 +374,21 @@ def test_ready_server_that_exits_is_a_crash_with_exit_code_and_oom() -> None:
         state, TARGET, Observed(running=False, exit_code=137, oom=True), PlannerMemory(), T0 + 30, POLICY
     )
     assert actions == [MarkCrashed(137, oom=True), ScheduleRestart(2.0, 2, T0 + 32)]
+
+
+def test_a_hung_ready_server_is_marked_unhealthy_and_restarted_under_backoff() -> None:
+    state = ModelState(model_id="m", desired=LOADED, phase=Phase.READY, since=T0, handle=handle())
+    failing = Observed(running=True, liveness_failures=2)  # not yet the limit: nothing to do
+    assert plan(state, TARGET, failing, PlannerMemory(), T0 + 30, POLICY) == []
+    hung = Observed(running=True, unhealthy="/health timed out", liveness_failures=3)
+    actions = plan(state, TARGET, hung, PlannerMemory(), T0 + 30, POLICY)
+    assert actions == [MarkUnhealthy("/health timed out", 3), ScheduleRestart(2.0, 2, T0 + 32)]
+
+
+def test_an_unwanted_hung_server_is_simply_stopped() -> None:
+    state = ModelState(model_id="m", desired="unloaded", phase=Phase.READY, since=T0, handle=handle())
+    hung = Observed(running=True, unhealthy="/health timed out", liveness_failures=3)
+    assert plan(state, TARGET, hung, PlannerMemory(), T0 + 30, POLICY) == [Stop("unload")]
 
 
 def test_stop_reasons_follow_the_unload_request() -> None:

@@ -23,6 +23,7 @@ from lifecycle.core.events import (
     StartIssued,
     StopIssued,
     Stopped,
+    Unhealthy,
     UnknownEvent,
     UnloadRequested,
     check_stream,
@@ -255,6 +256,15 @@ LIFECYCLES: dict[str, list[Event]] = {
         UnloadRequested(),
     ],
     "adopt a ready server": [Adopted(handle=HANDLE, ready=True), StopIssued(), Stopped()],
+    "a ready server hangs, is replaced after a backoff": [
+        LoadRequested(),
+        StartIssued(handle=HANDLE),
+        ReadyObserved(load_duration_s=1.0),
+        Unhealthy(reason="timed out", failures=3),
+        RestartScheduled(delay_s=2.0, attempt=2, at=0.0),
+        StartIssued(handle=HANDLE, attempt=2),
+        ReadyObserved(load_duration_s=1.0),
+    ],
 }
 
 
@@ -283,6 +293,7 @@ SAMPLES: list[Event] = [
     ReadyObserved(load_duration_s=71.5),
     StartFailed(reason="image missing", exit_code=None, log_tail=""),
     Crashed(exit_code=137, oom=True, log_tail="killed"),
+    Unhealthy(reason="/health timed out after 10s", failures=3),
     RestartScheduled(delay_s=8.0, attempt=3, at=1234.5),
     GaveUp(reason="5 crashes in 10 min", crashes=5),
     StopIssued(reason="shutdown"),
