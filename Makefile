@@ -46,6 +46,7 @@ sim-image: $(RUN_STAMP)
 perf: $(DEV_STAMP)
 	$(BIN)/python -m perf.event_store
 	$(BIN)/python -m perf.control_plane
+	$(BIN)/python -m perf.simulator_timing
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts

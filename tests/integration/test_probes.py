@@ -9,8 +9,7 @@ from __future__ import annotations
 import re
 import socket
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pytest
@@ -21,7 +20,7 @@ from lifecycle.runtimes.external import ExternalRuntime
 from lifecycle.runtimes.protocol import RuntimeFailure
 from settings import Settings
 from simulator.process import SimulatorProcess
-from tests.support import free_port, wait_until
+from tests.support import free_port, simulator, wait_until
 
 MODEL = "probe-sim"
 # Long enough for a probe to land inside the load on a busy machine; during_load checks it did.
@@ -31,12 +30,6 @@ T = TypeVar("T")
 
 def target(port: int, engine: str, **fields: Any) -> ModelSpec:
     return ModelSpec(id=MODEL, url=f"http://127.0.0.1:{port}", engine=engine, runtime="external", **fields)
-
-
-@contextmanager
-def simulator(engine: str, *args: str) -> Iterator[SimulatorProcess]:
-    with SimulatorProcess(engine, MODEL, free_port(), args) as sim:
-        yield sim
 
 
 def during_load(sim: SimulatorProcess, look: Callable[[], T]) -> T:
@@ -64,7 +57,7 @@ LOADING = {
 @pytest.mark.parametrize("engine", sorted(LOADING))
 def test_not_ready_while_loading_then_ready(engine: str) -> None:
     answered, words, alive = LOADING[engine]
-    with simulator(engine, "--startup-s", STARTUP_S) as sim:
+    with simulator(engine, MODEL, "--startup-s", STARTUP_S) as sim:
         spec = target(sim.port, engine)
         # vLLM binds but doesn't listen while loading; the others listen from the start.
         sim.wait_event("start" if engine == "vllm" else "listening")
@@ -85,7 +78,7 @@ def test_not_ready_while_loading_then_ready(engine: str) -> None:
 
 
 def test_vllm_answering_but_model_not_listed_yet() -> None:
-    with simulator("vllm", "--startup-s", STARTUP_S, "--serve-while-loading") as sim:
+    with simulator("vllm", MODEL, "--startup-s", STARTUP_S, "--serve-while-loading") as sim:
         spec = target(sim.port, "vllm")
         sim.wait_event("listening")
         loading, live = during_load(sim, lambda: (probe_ready(spec), probe_live(spec)))
@@ -124,7 +117,7 @@ def test_silent_server_times_out_with_reason() -> None:
 
 
 def test_health_path_override() -> None:
-    with simulator("nim", "--startup-s", STARTUP_S) as sim:
+    with simulator("nim", MODEL, "--startup-s", STARTUP_S) as sim:
         sim.wait_event("listening")
         # The live route answers 200 while loading: the override is what gets probed.
         live_path = target(sim.port, "nim", health_path="/v1/health/live")
@@ -167,7 +160,9 @@ def test_external_runtime_follows_the_probe(settings: Settings) -> None:
 
     with SimulatorProcess("llamacpp", MODEL, port, ("--startup-s", STARTUP_S)) as sim:
         sim.wait_event("listening")
-        # Loading llama.cpp answers 503 on /health: reachable, so Available, and running.
-        assert runtime.check(spec).available
-        assert runtime.inspect(handle).running
+        # Loading llama.cpp answers 503 on /health: reachable, so Available, and running. Checked
+        # against the simulator's clock to have happened while loading, or the 503 went untested.
+        available, running = during_load(sim, lambda: (runtime.check(spec), runtime.inspect(handle)))
+        assert available.available
+        assert running.running
     assert not runtime.inspect(handle).running

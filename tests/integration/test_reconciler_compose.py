@@ -18,7 +18,7 @@ import pytest
 from docker import DockerClient
 
 from lifecycle.core.events import Crashed, StartIssued, Stopped
-from lifecycle.observe.docker_events import DockerWatch
+from lifecycle.observe.docker_events import RETRY_FIRST_S, DockerWatch
 from lifecycle.runtimes.container_labels import LABEL_INSTANCE, LABEL_MANAGED
 from lifecycle.runtimes.registry import Runtimes
 from settings import Settings
@@ -35,6 +35,9 @@ from tests.integration.lifecycle_env import (
 from tests.support import free_port, wait_until
 
 pytestmark = pytest.mark.docker
+
+# How long the watch must stay without a new kick before its count is taken as final.
+QUIET_S = 1.0
 
 
 @pytest.fixture(scope="module")
@@ -165,6 +168,13 @@ def test_docker_watch_kicks_on_its_instances_die_events_only(
             containers.append(container)
             container.wait(timeout=30)
         wait_until(lambda: len(kicks) >= 2, 15, what="a kick for our container's die event")
+        # Both containers are dead and Docker streams events in order, so a kick for the other
+        # instance's die (the earlier one) would come before ours. Once the watch has been
+        # quiet for a while after the last kick, the count is final: no late kick can land
+        # after the assert. (Quiet is the condition; events already sent arrive in ms.)
+        wait_until(
+            lambda: time.monotonic() - kicks[-1] >= QUIET_S, 15, interval_s=0.05, what="no further kick"
+        )
         assert len(kicks) == 2, "another instance's container must not wake this one"
     finally:
         watch.close()
@@ -187,4 +197,7 @@ def test_docker_watch_retries_while_the_engine_is_unreachable(
         started = time.monotonic()
         watch.close()
     assert not watch.running
-    assert time.monotonic() - started < 5
+    # After three attempts the thread is in (or about to enter) a 4 s backoff: close() must cut
+    # it short, not wait it out (a sleep instead of an event wait). Waking a thread takes ms
+    # even on a loaded machine; close() joins for up to 5 s, so the old "< 5" caught nothing.
+    assert time.monotonic() - started < 2 * RETRY_FIRST_S

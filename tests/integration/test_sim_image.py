@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import httpx
 import pytest
@@ -18,11 +18,10 @@ from inference import ChatRequest, chat
 from simulator.events import parse_event
 from simulator.image.build import INPUTS_LABEL, build_image
 from simulator.tokens import expected_text
-from tests.support import free_port, skip_or_fail, wait_until
+from tests.support import REPO_ROOT, free_port, skip_or_fail, wait_until
 
 pytestmark = pytest.mark.docker
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "compose" / "sim.yaml"
 PROMPT = [{"role": "user", "content": "hello from the host"}]
 MAX_IMAGE_BYTES = 80e6
@@ -66,11 +65,14 @@ def test_rebuild_with_same_inputs_is_skipped(sim_image: str, docker_client: Dock
 
 def test_container_loads_streams_and_stops_cleanly(sim_image: str, docker_client: DockerClient) -> None:
     args = ["--engine", "nim", "--port", "8000", "--host", "0.0.0.0", "--model-id", "sim-img"]
-    args += ["--startup-s", "1", "--ttft-ms", "50", "--tokens-per-s", "100"]
+    # The load counts from the interpreter's start; it must outlast the container's own start
+    # and the first "live" answer on a loaded machine, so that one probe lands inside it.
+    args += ["--startup-s", "3", "--ttft-ms", "50", "--tokens-per-s", "100"]
     with run_container(docker_client, sim_image, args) as (container, base):
         # The port is published before the server listens; errors just mean "not yet".
         wait_until(lambda: status(f"{base}/v1/health/live") == 200, 30, what="container live")
         loading = status(f"{base}/v1/health/ready")
+        probed_at = time.time()  # the container's log shares this machine's wall clock
         wait_until(lambda: status(f"{base}/v1/health/ready") == 200, 30, what="container ready")
 
         result = chat(ChatRequest(base, "sim-img", PROMPT, max_tokens=8))
@@ -86,7 +88,10 @@ def test_container_loads_streams_and_stops_cleanly(sim_image: str, docker_client
         names = [e.name for e in events]
         assert names[:3] == ["start", "listening", "ready"]
         assert names[-1] == "stopped"
-        # Probed right after "live": with a 1 s load, the model was still loading then.
+        # Probed right after "live", and by the container's own clock before it was ready:
+        # the 503 of a loading model is what that probe must have seen.
+        ready_at = events[2].t
+        assert probed_at < ready_at, f"probed {probed_at - ready_at:.2f}s after the load ended: raise it"
         assert loading == 503
 
 
@@ -100,7 +105,9 @@ def test_default_command_serves_nim_on_8000(sim_image: str, docker_client: Docke
 def compose_cmd() -> list[str]:
     if shutil.which("docker-compose"):
         return ["docker-compose"]
-    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+    if shutil.which("docker") and (
+        subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+    ):
         return ["docker", "compose"]
     skip_or_fail("DXG_REQUIRE_DOCKER", "neither docker-compose nor the compose plugin is installed")
     raise AssertionError("unreachable")
@@ -125,8 +132,11 @@ def test_compose_up_serves_sim_nim(sim_image: str) -> None:
     project = f"dxgsimtest{os.getpid()}"
     env = {**os.environ, "DXG_SIM_NIM_PORT": str(port)}
     compose = [*compose_cmd(), "-f", str(COMPOSE_FILE), "-p", project]
-    subprocess.run([*compose, "up", "-d", "sim-nim"], check=True, env=env, capture_output=True)
     try:
+        # Inside the try: a start that fails halfway (a port taken, a container created but not
+        # started) still leaves a project that `down` must remove.
+        up = subprocess.run([*compose, "up", "-d", "sim-nim"], env=env, capture_output=True, text=True)
+        assert up.returncode == 0, f"compose up failed:\n{up.stderr}"
         base = f"http://127.0.0.1:{port}"
         wait_until(lambda: status(f"{base}/v1/health/ready") == 200, 30, what="compose sim-nim ready")
         assert chat(ChatRequest(base, "sim-nim", PROMPT, max_tokens=3)).text == expected_text(3)

@@ -3,6 +3,13 @@
 Every test runs ``python -m simulator`` as a child process and talks to it over
 HTTP with the project's own inference client. Moments are compared with the
 simulator's own ``SIM_EVENT`` log lines (its ground truth), never with sleeps.
+
+The timing bounds hold on a loaded 2-core machine (CI runs the suite beside two CPU burners):
+load only ever delays a process, so a bound is either one-sided (never early), on the best of
+many samples, on a median of differences in which a common delay cancels, or a fraction of the
+configured time, so that a timing 2x off still fails. Each states the bug it still catches.
+The precision the simulator is built for (errors of a millisecond or two) is measured by
+``python -m perf.simulator_timing`` on a quiet machine, not here.
 """
 
 from __future__ import annotations
@@ -13,7 +20,6 @@ import signal
 import statistics
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -30,7 +36,7 @@ from inference import (
 )
 from simulator.process import SimulatorProcess
 from simulator.tokens import expected_text
-from tests.support import free_port, wait_until
+from tests.support import simulator, wait_until
 
 ENGINES = ("nim", "llamacpp", "vllm")
 MODEL = "sim-test"
@@ -40,29 +46,30 @@ DEFAULT_TOKENS = 7
 LLAMA_LOADING = {"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}}
 PROMPT = [{"role": "user", "content": "three word prompt"}]
 
-READINESS_TOLERANCE_S = 0.050
-P50_TOLERANCE_MS = 2.0
-
-
-@contextmanager
-def simulator(engine: str, *args: str) -> Iterator[SimulatorProcess]:
-    with SimulatorProcess(engine, MODEL, free_port(), args) as sim:
-        yield sim
+# The simulator's log and the client read one wall clock; the two stamps of its start clock
+# (monotonic, epoch) are taken microseconds apart. Allowance for that pairing, nothing more.
+CLOCK_PAIRING_S = 0.001
 
 
 def request(sim: SimulatorProcess, max_tokens: int | None, include_usage: bool = True) -> ChatRequest:
     return ChatRequest(sim.base_url, MODEL, PROMPT, max_tokens=max_tokens, include_usage=include_usage)
 
 
-def p50_ms(values: list[float]) -> float:
-    return statistics.median(values) * 1000.0
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000.0:.1f} ms"
+
+
+def server_lateness(results: list[ChatResult]) -> str:
+    """The simulator's own account of how late it sent: what tells a slow server from a slow client."""
+    late = [r.sim["mean_late_ms"] for r in results if r.sim is not None]
+    return f"(the simulator itself was {statistics.median(late):.2f} ms late, median over replies)"
 
 
 @pytest.fixture(scope="module", params=ENGINES)
 def served(request: pytest.FixtureRequest) -> Iterator[SimulatorProcess]:
     """One ready simulator per engine, shared by the tests that only chat with it."""
     args = ("--ttft-ms", f"{TTFT_MS:g}", "--tokens-per-s", f"{RATE:g}")
-    with simulator(request.param, *args, "--max-tokens-default", str(DEFAULT_TOKENS)) as sim:
+    with simulator(request.param, MODEL, *args, "--max-tokens-default", str(DEFAULT_TOKENS)) as sim:
         sim.wait_event("ready")
         yield sim
 
@@ -92,8 +99,8 @@ LOADING_ANSWER = {"nim": "503", "llamacpp": "503", "vllm": "refused"}
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_readiness_flips_at_startup_s(engine: str) -> None:
-    startup_s = 1.5
-    with simulator(engine, "--startup-s", f"{startup_s}") as sim, httpx.Client(timeout=2.0) as client:
+    startup_s = 2.0  # the interpreter and its imports must be done well inside it, even loaded
+    with simulator(engine, MODEL, "--startup-s", f"{startup_s}") as sim, httpx.Client(timeout=2.0) as client:
         start = sim.wait_event("start")
         polls: list[tuple[float, float, str]] = []  # (before, after, state) in epoch seconds
 
@@ -110,21 +117,28 @@ def test_readiness_flips_at_startup_s(engine: str) -> None:
         assert LOADING_ANSWER[engine] in {p[2] for p in loading}, polls[:5]
         assert {p[2] for p in loading} <= {"refused", LOADING_ANSWER[engine]}
 
-        # Not ready early: the first "ready" answer was asked for no sooner than the moment
-        # (minus tolerance). A stalled poll can only make this later, never earlier.
-        first_ready_before, first_ready_after = polls[-1][:2]
-        assert first_ready_before >= expected - READINESS_TOLERANCE_S
-        # Ready on time: that answer had arrived within the tolerance after the moment.
-        assert first_ready_after <= expected + READINESS_TOLERANCE_S
-        # The logged ready moment (what the benchmark compares with) is consistent with
-        # what a client saw: after the last "loading" request, before the first "ready" answer.
+        first_ready_after = polls[-1][1]
         logged = sim.wait_event("ready").t
+        # The logged ready moment (what the benchmark compares with) is consistent with what a
+        # client saw: no "loading" answer to a request sent after it, no "ready" answer that
+        # arrived before it. Load delays requests and answers alike, so this holds on any
+        # machine; it catches a log line that lies and a server that turns ready early or late.
         assert loading[-1][0] <= logged <= first_ready_after
-        assert logged == pytest.approx(expected, abs=READINESS_TOLERANCE_S)
+        # Ready is "loaded and listening": arithmetic on the start clock, not a timer, so load
+        # cannot move it; exact to the pairing of the two clocks. Catches a wrong load time.
+        listening = sim.wait_event("listening").t
+        assert logged == pytest.approx(max(expected, listening), abs=CLOCK_PAIRING_S)
+        # vLLM listens only once loaded, late when its event loop is busy (milliseconds); the
+        # others listened long before. A third of the load fails a load 1.5x or 2x too long.
+        assert logged - expected <= startup_s / 3, f"ready {ms(logged - expected)} after the moment"
+        # Ready on time as a client lives it: the first "ready" answer came within a third of
+        # the load after the logged moment (a poll goes out every 2 ms); catches a server whose
+        # answers turn ready a good while after its log line says so.
+        assert first_ready_after - logged <= startup_s / 3, f"seen {ms(first_ready_after - logged)} late"
 
 
 def test_vllm_can_answer_while_loading() -> None:
-    with simulator("vllm", "--startup-s", "1.5", "--serve-while-loading") as sim:
+    with simulator("vllm", MODEL, "--startup-s", "2", "--serve-while-loading") as sim:
         sim.wait_event("listening")
         with httpx.Client(timeout=2.0) as client:
             assert client.get(f"{sim.base_url}/health").status_code == 200
@@ -137,7 +151,7 @@ def test_vllm_can_answer_while_loading() -> None:
 
 @pytest.mark.parametrize("engine", ["nim", "llamacpp"])
 def test_chat_before_ready_is_503(engine: str) -> None:
-    with simulator(engine, "--startup-s", "30") as sim:
+    with simulator(engine, MODEL, "--startup-s", "30") as sim:
         sim.wait_event("listening")
         with pytest.raises(ModelNotReady) as info:
             chat(request(sim, 3))
@@ -150,31 +164,58 @@ def test_chat_before_ready_is_503(engine: str) -> None:
 # --- streaming: timing, content, usage ---------------------------------------------------------
 
 
+def schedule_errors(result: ChatResult, ttft_s: float, rate: float) -> list[float]:
+    """Each token against its absolute deadline from the request's send: sent + ttft + i / rate.
+
+    ``sent_at`` is stamped before the request goes out and the simulator counts from its
+    arrival, so on any machine every error is >= 0 unless a token came before its time.
+    """
+    return [(t - result.sent_at) - (ttft_s + i / rate) for i, t in enumerate(result.token_times)]
+
+
 def test_stream_timing_matches_configuration(served: SimulatorProcess) -> None:
     # Short replies give many TTFT samples cheaply; long ones give many gaps and show drift.
-    lengths = [2] * 30 + [25] * 2
+    long_tokens, drift_tokens = 40, 5
+    lengths = [2] * 30 + [long_tokens] * 3
     with httpx.Client() as client:
         chat(request(served, 1), client)  # warm the keep-alive connection and code paths
         results = [chat(request(served, n), client) for n in lengths]
+    ttft_s, gap_s = TTFT_MS / 1000, 1 / RATE
+    late = server_lateness(results)
 
-    ttft_errors = [r.ttft_s - TTFT_MS / 1000 for r in results if r.ttft_s is not None]
-    gap_errors = [gap - 1 / RATE for r in results for gap in r.inter_token_s]
-    # Each token against its absolute deadline (sent + ttft + i/rate): drift would show here.
-    schedule_errors = [
-        (t - r.sent_at) - (TTFT_MS / 1000 + i / RATE) for r in results for i, t in enumerate(r.token_times)
-    ]
-    assert len(ttft_errors) == len(lengths)
-    assert min(ttft_errors) >= 0, "a token came before its time"
-    server_late_ms = statistics.mean(r.sim["mean_late_ms"] for r in results if r.sim is not None)
-    context = f"(the server itself was {server_late_ms:.2f} ms late on average)"
-    assert abs(p50_ms(ttft_errors)) <= P50_TOLERANCE_MS, f"TTFT p50 error {context}"
-    assert abs(p50_ms(gap_errors)) <= P50_TOLERANCE_MS, f"inter-token gap p50 error {context}"
-    assert abs(p50_ms(schedule_errors)) <= P50_TOLERANCE_MS, f"token schedule p50 error {context}"
+    # The plan the simulator states for each reply is the configuration, exactly.
     for r in results:
         assert r.sim is not None
         assert (r.sim["ttft_ms"], r.sim["tokens_per_s"]) == (TTFT_MS, RATE)
-    for r in results[-2:]:
-        assert r.tokens_per_s == pytest.approx(RATE, rel=0.1)  # one late token skews a 0.5 s span
+        assert r.sim["first_token_due_t"] - r.sim["arrival_t"] == pytest.approx(ttft_s, abs=2e-6)
+        last_due = r.sim["last_token_due_t"] - r.sim["first_token_due_t"]
+        assert last_due == pytest.approx((len(r.token_times) - 1) * gap_s, abs=2e-6)
+
+    errors = {id(r): schedule_errors(r, ttft_s, RATE) for r in results}
+    ttft_errors = [errors[id(r)][0] for r in results]
+    assert len(ttft_errors) == len(lengths)
+    # A token before its time: impossible on any machine, so no tolerance at all.
+    assert min(min(e) for e in errors.values()) >= 0, "a token came before its time"
+    # A TTFT too long. Load only ever delays, so the best of 30 replies shows the simulator's
+    # own TTFT (loaded: ~1 ms over). A TTFT 1.5x or 2x too long puts every reply past this.
+    assert min(ttft_errors) <= ttft_s / 3, f"even the best TTFT was {ms(min(ttft_errors))} late {late}"
+    # A wrong rate. A delay common to both ends of a gap cancels, so the median gap error
+    # stays ~0 ms loaded (perf harness: p50 0.0 ms beside two CPU burners). A rate 2x too
+    # high or too low moves it by -10 or +20 ms; a quarter gap is 5 ms.
+    gap_errors = [gap - gap_s for r in results for gap in r.inter_token_s]
+    assert abs(statistics.median(gap_errors)) <= gap_s / 4, f"median gap error {late}"
+    # Drift: the last tokens of the long replies against their first ones, medians of the
+    # same replies. Noise does not grow with position; a schedule kept from each send instead
+    # of from the arrival gains each send's lateness (35 sends apart: 0.15 ms a token or more
+    # fails), and so does a rate a few percent off.
+    long = [errors[id(r)] for r in results if len(r.token_times) == long_tokens]
+    head = statistics.median(e for errs in long for e in errs[:drift_tokens])
+    tail = statistics.median(e for errs in long for e in errs[-drift_tokens:])
+    assert tail - head <= gap_s / 4, f"drift of {ms(tail - head)} over {long_tokens} tokens {late}"
+    # The client's llama-bench style decode rate: the median of the long replies, so that one
+    # late first or last token (a 0.78 s span) cannot decide it. 10% fails a rate 2x off.
+    rates = [r.tokens_per_s for r in results if len(r.token_times) == long_tokens]
+    assert statistics.median(x for x in rates if x is not None) == pytest.approx(RATE, rel=0.1)
 
 
 def test_stream_content_and_usage(served: SimulatorProcess) -> None:
@@ -290,14 +331,19 @@ def test_models_and_metrics(served: SimulatorProcess) -> None:
 
 def test_crash_after_s_cuts_the_stream_and_exits_1() -> None:
     crash_s = 1.5
-    with simulator("nim", "--crash-after-s", f"{crash_s}", "--ttft-ms", "0", "--tokens-per-s", "20") as sim:
+    with simulator(
+        "nim", MODEL, "--crash-after-s", f"{crash_s}", "--ttft-ms", "0", "--tokens-per-s", "20"
+    ) as sim:
         start = sim.wait_event("start")
         sim.wait_event("ready")
         with pytest.raises(StreamInterrupted) as info:
             chat(request(sim, 1000))  # would take 50 s
         assert sim.wait(10) == 1
     crash = sim.wait_event("crash")
-    assert crash.t == pytest.approx(start.t + crash_s, abs=READINESS_TOLERANCE_S)
+    # The crash timer may fire late on a busy machine but never early: not before its moment
+    # (to the clock pairing), and within a third of it after (fails a crash 1.5x or 2x late).
+    assert crash.t >= start.t + crash_s - CLOCK_PAIRING_S
+    assert crash.t - (start.t + crash_s) <= crash_s / 3, f"crashed {ms(crash.t - start.t - crash_s)} late"
     assert crash.fields["code"] == "1"
     assert "crashing as asked (--crash-after-s 1.5)" in sim.output
     partial = info.value.partial
@@ -307,13 +353,13 @@ def test_crash_after_s_cuts_the_stream_and_exits_1() -> None:
 
 
 def test_crash_exit_code_is_configurable() -> None:
-    with simulator("llamacpp", "--crash-after-s", "0.5", "--crash-exit-code", "137") as sim:
+    with simulator("llamacpp", MODEL, "--crash-after-s", "0.5", "--crash-exit-code", "137") as sim:
         assert sim.wait(10) == 137
     assert sim.wait_event("crash").fields["code"] == "137"
 
 
 def test_fail_start_exits_3_before_listening() -> None:
-    with simulator("vllm", "--fail-start") as sim:
+    with simulator("vllm", MODEL, "--fail-start") as sim:
         assert sim.wait(10) == 3
     assert "simulator: failing at start as asked (--fail-start)" in sim.output
     assert sim.event("fail_start") is not None
@@ -324,13 +370,13 @@ def test_fail_start_exits_3_before_listening() -> None:
     "bad_args", [("--tokens-per-s", "0"), ("--serve-while-loading",), ("--crash-exit-code", "0")]
 )
 def test_bad_arguments_exit_2_with_a_reason(bad_args: tuple[str, ...]) -> None:
-    with simulator("nim", *bad_args) as sim:
+    with simulator("nim", MODEL, *bad_args) as sim:
         assert sim.wait(10) == 2
     assert "error:" in sim.output
 
 
 def test_busy_port_exits_4() -> None:
-    with simulator("nim") as first:
+    with simulator("nim", MODEL) as first:
         first.wait_event("listening")
         with SimulatorProcess("llamacpp", MODEL, first.port) as second:
             assert second.wait(10) == 4
@@ -338,7 +384,7 @@ def test_busy_port_exits_4() -> None:
 
 
 def test_sigterm_stops_gracefully_after_open_streams_finish() -> None:
-    with simulator("llamacpp", "--ttft-ms", "0", "--tokens-per-s", "20") as sim:
+    with simulator("llamacpp", MODEL, "--ttft-ms", "0", "--tokens-per-s", "20") as sim:
         sim.wait_event("ready")
         stream = ChatStream(request(sim, 10))
         for i, _ in enumerate(stream):
@@ -351,7 +397,7 @@ def test_sigterm_stops_gracefully_after_open_streams_finish() -> None:
 
 
 def test_ignore_sigterm_survives_until_sigkill() -> None:
-    with simulator("nim", "--ignore-sigterm") as sim:
+    with simulator("nim", MODEL, "--ignore-sigterm") as sim:
         sim.wait_event("ready")
         sim.send_signal(signal.SIGTERM)
         sim.wait_event("sigterm_ignored")
@@ -366,11 +412,14 @@ def test_ignore_sigterm_survives_until_sigkill() -> None:
 
 
 def test_hundred_concurrent_streams_keep_their_schedule() -> None:
-    streams, n, ttft_ms, rate = 100, 10, 100.0, 5.0
+    streams, n, ttft_ms, rate = 100, 10, 1000.0, 5.0
     # Open-loop arrivals, one stream every 10 ms: a load generator's schedule, not a wait.
     # Started all in one instant, the 100 token schedules would line up within a few ms and
     # the test would measure this client's burst handling instead of the simulator.
     spacing_s = 0.010
+    # The first token comes after every request went out: sending 100 requests and reading
+    # tokens never compete for a starved client, and all 100 are open at once on any machine.
+    assert ttft_ms / 1000 > (streams - 1) * spacing_s
 
     async def run_all(base_url: str) -> list[ChatResult]:
         req = ChatRequest(base_url, MODEL, PROMPT, max_tokens=n)
@@ -383,31 +432,47 @@ def test_hundred_concurrent_streams_keep_their_schedule() -> None:
 
             return await asyncio.gather(*(one(k) for k in range(streams)))
 
-    with simulator("vllm", "--ttft-ms", f"{ttft_ms:g}", "--tokens-per-s", f"{rate:g}") as sim:
+    with simulator("vllm", MODEL, "--ttft-ms", f"{ttft_ms:g}", "--tokens-per-s", f"{rate:g}") as sim:
         sim.wait_event("ready")
         to_epoch = time.time() - time.perf_counter()  # our perf_counter -> the simulator's epoch
         results = asyncio.run(run_all(sim.base_url))
 
     assert len(results) == streams
-    # Every stream was still open when the last one started: 100 really ran at once.
-    assert max(r.sent_at for r in results) < min(r.token_times[-1] for r in results)
+    sims = [r.sim for r in results if r.sim is not None]
+    assert len(sims) == streams
+    # Every stream was still open on the server when the last one arrived: 100 really ran at
+    # once. The server's own moments, so a client that reads slowly cannot blur this.
+    assert max(s["arrival_t"] for s in sims) < min(s["last_token_due_t"] for s in sims)
     for r in results:
         assert r.text == expected_text(n)
         assert (r.output_tokens, r.tokens_from_usage, len(r.token_times)) == (n, True, n)
-        assert r.ttft_s is not None
-        assert r.ttft_s >= ttft_ms / 1000
-    # Each token against the schedule the server set when its request arrived.
+    # A token before its time, in this process's clock alone (no clock mapping): impossible
+    # on any machine, so no tolerance.
+    assert min(min(schedule_errors(r, ttft_ms / 1000, rate)) for r in results) >= 0, "a token came early"
+
+    late = server_lateness(results)
+    # The simulator kept 100 schedules by its own account (loaded: a few ms, median over
+    # streams). Streams served one after another, a loop blocked per token or sleeps that
+    # overshoot would put it a gap (200 ms) or more behind; a quarter gap is the bound.
+    assert statistics.median(s["mean_late_ms"] for s in sims) / 1000 <= 1 / rate / 4, late
+    # Each token as the client saw it against the deadline the server set at arrival. A
+    # client reading 100 streams on a starved CPU falls behind (loaded: medians of 10-150 ms),
+    # so the bound is two gaps (400 ms): frames held back and flushed at the end of a stream
+    # (median 900 ms late) or a rate shared out among the streams still fail it.
     lateness = [
-        t + to_epoch - (r.sim["first_token_due_t"] + i / rate)
+        t + to_epoch - (s["first_token_due_t"] + i / rate)
         for r in results
-        if r.sim is not None
+        if (s := r.sim) is not None
         for i, t in enumerate(r.token_times)
     ]
-    gaps = [gap - 1 / rate for r in results for gap in r.inter_token_s]
     assert len(lateness) == streams * n
-    assert min(lateness) >= -0.0005, "a token came before its time"  # 0.5 ms: clock-mapping jitter
-    # The server's own account of its lateness tells a slow server from a slow client.
-    server_late_ms = statistics.mean(r.sim["mean_late_ms"] for r in results if r.sim is not None)
-    context = f"(the server itself was {server_late_ms:.2f} ms late on average)"
-    assert abs(p50_ms(lateness)) <= P50_TOLERANCE_MS, f"token lateness p50 {context}"
-    assert abs(p50_ms(gaps)) <= P50_TOLERANCE_MS, f"inter-token gap p50 error {context}"
+    assert statistics.median(lateness) <= 2 / rate, (
+        f"median token lateness {ms(statistics.median(lateness))} {late}"
+    )
+    # A wrong rate under concurrency: the median gap error stays near 0 ms however far behind
+    # the client is (a delay common to both ends cancels). A rate 2x off moves it by -100 or
+    # +200 ms; a quarter gap is 50 ms.
+    gaps = [gap - 1 / rate for r in results for gap in r.inter_token_s]
+    assert abs(statistics.median(gaps)) <= 1 / rate / 4, (
+        f"median gap error {ms(statistics.median(gaps))} {late}"
+    )
