@@ -7,6 +7,7 @@ import streamlit as st
 
 from ui.frame import draw_frame
 from ui.service_gate import require_service
+from ui.session_gate import require_session
 
 st.set_page_config(page_title="DxGChatBenchMark", page_icon=":material/memory:", layout="wide")
 
@@ -19,5 +20,6 @@ page = st.navigation(
     position="top",
 )
 require_service()
+require_session()
 draw_frame()
 page.run()

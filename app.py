@@ -19,7 +19,7 @@ from streamlit import config as streamlit_config
 
 import lifespan
 import service_access
-from lifecycle.api import endpoints
+from lifecycle.api import endpoints, session
 from lifecycle.core.events import redact_text
 from settings import get_settings
 
@@ -65,7 +65,10 @@ settings = get_settings()
 
 app = st.App(
     "Home.py",
-    routes=endpoints.routes(service_access.get_service, settings.api_token, service_access.stopping),
+    routes=[
+        *endpoints.routes(service_access.get_service, settings.api_token, service_access.stopping),
+        *session.routes(settings.api_token),
+    ],
     middleware=endpoints.middleware(streamlit_bind()[0], settings.allowed_host_names()),
     lifespan=lifespan.lifespan(settings, streamlit_bind),
 )

@@ -10,6 +10,7 @@ from service_access import ServiceNotRunning, get_service
 from ui.chips import DIALOG_KEY, chips_footer
 from ui.format import escape_md
 from ui.model_dialog import model_dialog
+from ui.session_gate import sign_out_link
 
 BANNER_REFRESH_S: Final = 2.0
 
@@ -46,5 +47,6 @@ def draw_frame() -> None:
     catalog_banner()
     with st.bottom:
         chips_footer()
+        sign_out_link()
     if model_id := st.session_state.get(DIALOG_KEY):
         model_dialog(model_id)

@@ -19,6 +19,7 @@ from service_access import get_service
 from ui.chips import DIALOG_KEY
 from ui.dialog_view import LOAD_LABEL, RETRY_LABEL, UNLOAD_LABEL, Action, DialogView, dialog_view
 from ui.format import dot_md, escape_md
+from ui.session_gate import signed_in
 from ui.widgets import log_box
 
 LIVE_S: Final = 1.0
@@ -34,6 +35,9 @@ def close_dialog() -> None:
 
 def _command(model_id: str, action: Action) -> None:
     """Button callback: runs before the dialog redraws, so the redraw shows the new status."""
+    if not signed_in():  # callbacks run before the page's own gate
+        st.session_state[ERROR_KEY] = "sign in first: this app is protected by a token"
+        return
     service = get_service()
     call: Callable[..., ModelStatus] = service.unload if action == Action.UNLOAD else service.load
     try:

@@ -62,6 +62,7 @@ from lifecycle.api.auth import AUTHENTICATED, BearerAuthMiddleware
 from lifecycle.api.errors import ApiError, error_response
 from lifecycle.api.path_guard import ApiPathGuard
 from lifecycle.api.request_guard import HostPolicy, RequestGuard
+from lifecycle.api.session import AUTH_PREFIX
 from lifecycle.core.events import MODEL_ID_RE, RecordedEvent, model_id_of, redact
 from lifecycle.service import LifecycleError, ModelStatus
 
@@ -365,6 +366,6 @@ def middleware(bind_host: str, allowed_hosts: Collection[str] = ()) -> list[Midd
             bind_host,
         )
     return [
-        Middleware(RequestGuard, policy=policy, api_prefixes=[PREFIX]),
+        Middleware(RequestGuard, policy=policy, api_prefixes=[PREFIX], form_prefixes=[AUTH_PREFIX]),
         Middleware(ApiPathGuard, prefixes=[PREFIX]),
     ]

@@ -67,6 +67,10 @@ class HostPolicy:
         return ", ".join(["localhost", "127.0.0.1", "::1", *sorted(self.names)])
 
 
+def _under(path: str, prefixes: Sequence[str]) -> bool:
+    return any(path == p or path.startswith(p + "/") for p in prefixes)
+
+
 def _refusal(path: str, api: bool, status: int, error: str, detail: str) -> Response:
     if api:
         return error_response(status, error, detail)
@@ -74,13 +78,17 @@ def _refusal(path: str, api: bool, status: int, error: str, detail: str) -> Resp
 
 
 class RequestGuard:
-    def __init__(self, app: ASGIApp, policy: HostPolicy, api_prefixes: Sequence[str]) -> None:
+    def __init__(
+        self, app: ASGIApp, policy: HostPolicy, api_prefixes: Sequence[str], form_prefixes: Sequence[str] = ()
+    ) -> None:
         self.app = app
         self.policy = policy
         self.api_prefixes = tuple(api_prefixes)
+        # Routes that take a form from the app's own page (sign-in): Origin checked, forms allowed.
+        self.form_prefixes = tuple(form_prefixes)
 
     def _api(self, path: str) -> bool:
-        return any(path == p or path.startswith(p + "/") for p in self.api_prefixes)
+        return _under(path, self.api_prefixes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -109,7 +117,9 @@ class RequestGuard:
         await error_response(status, error, detail)(scope, receive, send)
 
     def _cross_site(self, scope: Scope, headers: Headers, host: str) -> tuple[int, str, str] | None:
-        if not self._api(scope.get("path", "")) or scope.get("method", "GET") in SAFE_METHODS:
+        path = scope.get("path", "")
+        api = self._api(path)
+        if not (api or _under(path, self.form_prefixes)) or scope.get("method", "GET") in SAFE_METHODS:
             return None
         origin = headers.get("origin")
         if origin is not None:
@@ -122,7 +132,7 @@ class RequestGuard:
                     "pages and clients without an Origin (the CLI, scripts) may",
                 )
         content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if content_type in FORM_TYPES:
+        if api and content_type in FORM_TYPES:
             return (
                 415,
                 "unsupported_media_type",

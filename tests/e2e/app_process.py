@@ -150,8 +150,8 @@ def streamlit_argv(address: str, port: int) -> list[str]:
     ]  # fmt: skip
 
 
-def start_app(files: AppFiles) -> RunningApp:
-    proc = launch(files, streamlit_argv("127.0.0.1", files.port), files.env())
+def start_app(files: AppFiles, **env: str) -> RunningApp:
+    proc = launch(files, streamlit_argv("127.0.0.1", files.port), files.env(**env))
     app = RunningApp(proc, files.root / f"app-{files.runs}.log", f"http://127.0.0.1:{files.port}")
     wait_until(app.healthy, START_TIMEOUT_S, interval_s=0.1, what="the app to answer")
     return app

@@ -42,7 +42,7 @@ timings: dict[str, float] = {}
 
 
 @contextmanager
-def running_app(root: Path, *models: dict[str, Any]) -> Iterator[RunningApp]:
+def running_app(root: Path, *models: dict[str, Any], **env: str) -> Iterator[RunningApp]:
     """The app over ``models``, stopped (SIGTERM, then a kill of whatever a failed test left) after."""
     files = AppFiles(
         root=root,
@@ -50,7 +50,7 @@ def running_app(root: Path, *models: dict[str, Any]) -> Iterator[RunningApp]:
         port=free_port(),
         catalog=write_catalog(root / "models.yaml", *models),
     )
-    running = start_app(files)
+    running = start_app(files, **env)
     try:
         yield running
     finally:
@@ -233,3 +233,43 @@ def test_chip_refreshes_never_cut_off_a_streaming_reply(page: Page, app: Running
     assert text.strip() == expected_text(STREAM_TOKENS)
     assert f"{STREAM_TOKENS} output tokens" in reply.get_by_text("TTFT").inner_text()
     shot(page, "chat-long-reply")
+
+
+def test_with_a_token_the_ui_asks_for_it_once_then_works(browser: Browser, tmp_path: Path) -> None:
+    token = "browser-token-" + "z" * 20
+    with running_app(tmp_path, sim_process("sim-p", free_port()), DXG_API_TOKEN=token) as app:
+        context = browser.new_context(viewport=VIEWPORT)
+        context.set_default_timeout(PAGE_TIMEOUT_MS)
+        try:
+            page = context.new_page()
+            # A stranger sees no chips and has nothing to click but the way to sign in.
+            page.goto(app.base_url)
+            page.get_by_text("This app is protected by a token").first.wait_for()
+            assert chip(page, "sim-p").count() == 0
+            shot(page, "signed-out")
+            page.get_by_role("link", name="Sign in").click()
+            page.get_by_label("Token").fill("not-it")
+            page.get_by_role("button", name="Sign in").click()
+            page.get_by_text("That is not the token.").wait_for()
+            page.get_by_label("Token").fill(token)
+            page.get_by_role("button", name="Sign in").click()
+            # Signed in: the chips, and a load that works.
+            chip(page, "sim-p").click()
+            dialog = page.get_by_role("dialog")
+            dialog.get_by_role("button", name="🚀 Load Model").click()
+            wait_until(lambda: dot_colour(page, "sim-p") == "green", 20, what="the green dot")
+            (cookie,) = [c for c in context.cookies() if c["name"] == "dxg_session"]
+            assert cookie["httpOnly"] is True
+            assert cookie["sameSite"] == "Strict"
+            assert 11 * 3600 < cookie["expires"] - time.time() <= 12 * 3600
+            headers = {"Authorization": f"Bearer {token}"}
+            loads = app.client.get("/api/events?model=sim-p", headers=headers).json()["events"]
+            assert [e["actor"] for e in loads if e["type"] == "LoadRequested"] == ["ui"]
+            # Signing out closes the door again.
+            page.keyboard.press("Escape")
+            page.get_by_role("link", name="Sign out").click()
+            page.goto(app.base_url)
+            page.get_by_text("This app is protected by a token").first.wait_for()
+            assert chip(page, "sim-p").count() == 0
+        finally:
+            context.close()
