@@ -117,8 +117,16 @@ def elapsed(since: float) -> float:
 
 
 def set_max_tokens(page: Page, tokens: int) -> None:
-    page.get_by_role("button", name="Settings").click()
     field = page.get_by_label("Max tokens")
+
+    def opened() -> bool:
+        # A rerun that lands just after the click (a chip refresh, a closed dialog) redraws the
+        # popover closed on a busy machine: open it again until the field stays.
+        if not field.is_visible():
+            page.get_by_role("button", name="Settings").click()
+        return field.is_visible()
+
+    wait_until(opened, PAGE_TIMEOUT_MS / 1000, interval_s=0.5, what="the Settings popover")
     field.fill(str(tokens))
     field.press("Enter")
     page.keyboard.press("Escape")
