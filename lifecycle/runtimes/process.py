@@ -16,6 +16,7 @@ so for an adopted process (started by an earlier app run) the exit code is unkno
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -23,6 +24,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,9 +33,10 @@ from pathlib import Path
 import psutil
 
 from lifecycle.catalog import ModelSpec, RuntimeKind
+from lifecycle.core import secrets as secrets_module
 from lifecycle.core.events import redact, redact_text
 from lifecycle.core.values import Availability, ExitCallback, Handle, Observation
-from lifecycle.runtimes import logfile, proctree
+from lifecycle.runtimes import log_relay, logfile, proctree
 from lifecycle.runtimes.pidfile import PidDir, PidRecord
 from lifecycle.runtimes.ports import port_holder, port_is_free
 from lifecycle.runtimes.protocol import (
@@ -50,6 +53,10 @@ from settings import Settings
 
 log = logging.getLogger(__name__)
 
+# How long an exit waits for the log relay to write the server's last lines.
+RELAY_DRAIN_S = 2.0
+# Where ``python -m lifecycle.runtimes.log_relay`` is found.
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 INSTANCE_ENV = "DXG_INSTANCE"
 MODEL_ENV = "DXG_MODEL"
 # Unique per start: finds every descendant of one launch, even one that left the process group.
@@ -72,6 +79,7 @@ class _Child:
 
     popen: subprocess.Popen[bytes]
     handle: Handle
+    relay: subprocess.Popen[bytes] | None = None  # log_relay, when the server's output is masked
     exited: threading.Event = field(default_factory=threading.Event)
     exit_code: int | None = None
 
@@ -154,17 +162,23 @@ class ProcessRuntime:
             f"starting {spec.id}: {shown} (cwd {spec.workdir or Path.cwd()}, "
             f"catalog env: {env_names}, instance {self.settings.instance})",
         )
+        env = self._environment(spec, launch)
+        handed = secrets_module.secret_env_values(spec.env, server_env(spec))
+        relay: subprocess.Popen[bytes] | None = None
         try:
-            with logfile.open_append(path) as out:
-                popen = subprocess.Popen(
-                    argv,
-                    cwd=spec.workdir,
-                    env=self._environment(spec, launch),
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+            if handed:
+                popen, relay = self._spawn_masked(argv, spec, env, path, handed)
+            else:
+                with logfile.open_append(path) as out:
+                    popen = subprocess.Popen(
+                        argv,
+                        cwd=spec.workdir,
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
         except OSError as exc:  # preflight found it, but it may have gone or lack the x bit
             logfile.write_note(path, f"start of {spec.id} failed: {exc.strerror or exc}")
             raise RuntimeFailure(f"cannot run {argv[0]}: {exc.strerror or exc}") from exc
@@ -188,7 +202,7 @@ class ProcessRuntime:
             argv=tuple(redact(argv)),
         )
         self.pids.write(record)
-        child = _Child(popen, handle)
+        child = _Child(popen, handle, relay)
         with self._lock:
             # Earlier runs of this model are over (see AlreadyRunning); forget them.
             for old_pid in [p for p, c in self._children.items() if c.handle.model_id == spec.id]:
@@ -198,8 +212,44 @@ class ProcessRuntime:
         logfile.write_note(path, f"started {spec.id} as pid {popen.pid}")
         return handle
 
+    @staticmethod
+    def _spawn_masked(
+        argv: list[str], spec: ModelSpec, env: dict[str, str], path: Path, handed: list[str]
+    ) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
+        """The server with its output through ``log_relay``, which masks the secrets it was handed
+        before anything reaches the log file (a server may print them in any shape)."""
+        popen = subprocess.Popen(
+            argv,
+            cwd=spec.workdir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        assert popen.stdout is not None
+        relay_env = {"PATH": os.environ.get("PATH", ""), log_relay.SECRETS_ENV: json.dumps(handed)}
+        try:
+            relay = subprocess.Popen(
+                [sys.executable, "-m", "lifecycle.runtimes.log_relay", str(path.resolve())],
+                cwd=PROJECT_ROOT,
+                env=relay_env,
+                stdin=popen.stdout,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        finally:
+            popen.stdout.close()  # the relay holds the read end now; the app must not
+        return popen, relay
+
     def _wait(self, child: _Child) -> None:
         code = shell_exit_code(child.popen.wait())
+        if child.relay is not None:
+            # Its last lines (often why it died) reach the log before the exit is noted and a
+            # log tail is taken; a child the server left holding the pipe keeps the relay open.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.relay.wait(RELAY_DRAIN_S)
         model_id = child.handle.model_id
         # Bookkeeping first: whoever sees the exit (inspect, stop, on_exit) then also sees
         # the pidfile gone and the exit noted in the log.

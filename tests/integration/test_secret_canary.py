@@ -1,4 +1,4 @@
-"""A server that prints its secrets in any shape: the values never reach an answer or the store.
+"""A server that prints its secrets in any shape: the values reach no answer, no store, no log file.
 
 The canary is handed to a real server process through the catalog (a pass-through NGC_API_KEY
 and a fixed HF_TOKEN); the server prints them the ways real servers do (``using key <v>``,
@@ -71,6 +71,11 @@ def test_a_servers_printed_secrets_reach_no_answer_and_no_store(
     for response in answers:
         assert CANARY not in response.text, response.url
         assert FIXED not in response.text, response.url
+    # The server's own log file: its output went through the masking relay before it was written.
+    log_file = (tmp_path / "logs" / "leaky.log").read_text()
+    assert "using key ***" in log_file
+    assert CANARY not in log_file
+    assert FIXED not in log_file
     store = b"".join(path.read_bytes() for path in tmp_path.glob("dxg.db*"))
     assert store, "no store files found"
     assert CANARY.encode() not in store
