@@ -7,7 +7,9 @@ Without Chromium or the playwright package the tests skip and say why; with
 from __future__ import annotations
 
 import colorsys
+import contextlib
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -77,3 +79,21 @@ def dot_colour(page: Page, model_id: str) -> str:
     """The colour of the status dot on a model's chip, as drawn (the inline style, not :hover)."""
     dot = chip(page, model_id).locator("span.stMarkdownColoredText").first
     return colour_name(dot.get_attribute("style") or "")
+
+
+def open_dialog(page: Page, model_id: str, timeout_s: float) -> Locator:
+    """Click the model's chip until its dialog shows: on a busy machine a rerun that lands right
+    after the click (a chip refresh, the first render after a page load) can swallow it."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout  # only here when playwright is
+
+    dialog = page.get_by_role("dialog")
+    deadline = time.monotonic() + timeout_s
+    while not dialog.is_visible():
+        with contextlib.suppress(PlaywrightTimeout):  # covered by a redraw: try again
+            chip(page, model_id).click(timeout=3000)
+        try:
+            dialog.wait_for(timeout=3000)
+        except PlaywrightTimeout:
+            if time.monotonic() >= deadline:
+                raise
+    return dialog

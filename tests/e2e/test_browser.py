@@ -22,7 +22,7 @@ import pytest
 from simulator.tokens import expected_text
 from tests.catalogs import sim_process, write_catalog
 from tests.e2e.app_process import AppFiles, RunningApp, start_app
-from tests.e2e.browser_support import VIEWPORT, chip, chromium, dot_colour
+from tests.e2e.browser_support import VIEWPORT, chip, chromium, dot_colour, open_dialog
 from tests.e2e.conftest import FAILED_KEY
 from tests.support import REPO_ROOT, free_port, kill_instance, wait_until
 
@@ -169,8 +169,7 @@ def test_a_new_user_loads_a_model_chats_and_unloads_it(page: Page, app: RunningA
     assert dot_colour(page, "sim-p") == "red"
     shot(page, "chips")
 
-    chip(page, "sim-p").click()
-    dialog = page.get_by_role("dialog")
+    dialog = open_dialog(page, "sim-p", PAGE_TIMEOUT_MS / 1000)
     dialog.get_by_text("Available (Not Loaded)").wait_for()
     assert dialog.get_by_text("simulated").is_visible()
     shot(page, "dialog")
@@ -197,7 +196,7 @@ def test_a_new_user_loads_a_model_chats_and_unloads_it(page: Page, app: RunningA
     assert "tokens/s" in caption.inner_text()
     shot(page, "chat")
 
-    chip(page, "sim-p").click()
+    dialog = open_dialog(page, "sim-p", PAGE_TIMEOUT_MS / 1000)
     clicked = time.monotonic()
     dialog.get_by_role("button", name="⏹️ Unload Model").click()
     wait_until(lambda: dot_colour(page, "sim-p") == "red", 15, what="the red dot")
@@ -262,8 +261,7 @@ def test_with_a_token_the_ui_asks_for_it_once_then_works(browser: Browser, tmp_p
             page.get_by_label("Token").fill(token)
             page.get_by_role("button", name="Sign in").click()
             # Signed in: the chips, and a load that works.
-            chip(page, "sim-p").click()
-            dialog = page.get_by_role("dialog")
+            dialog = open_dialog(page, "sim-p", PAGE_TIMEOUT_MS / 1000)
             dialog.get_by_role("button", name="🚀 Load Model").click()
             wait_until(lambda: dot_colour(page, "sim-p") == "green", 20, what="the green dot")
             (cookie,) = [c for c in context.cookies() if c["name"] == "dxg_session"]
