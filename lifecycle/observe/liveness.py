@@ -13,14 +13,13 @@ route (engines serve it from another thread), but slowly on a loaded machine, an
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Final, Protocol
 
 from lifecycle.catalog import ModelSpec
-from lifecycle.core.values import Handle
 from lifecycle.observe.probes import ProbeResult, ProbeTarget, probe_live
+from lifecycle.observe.server_watch import ServerWatch, Watcher
 
 DEFAULT_PERIOD_S: Final = 10.0
 DEFAULT_TIMEOUT_S: Final = 10.0
@@ -36,14 +35,9 @@ class Liveness:
     reason: str = ""  # the last failure's words
 
 
-@dataclass
-class _Watcher:
-    key: tuple[str, float, str]  # which server: handle ref, its start time, the url probed
-    stop: threading.Event = field(default_factory=threading.Event)
-    latest: Liveness = field(default_factory=Liveness)
+class LivenessWatch(ServerWatch[Liveness]):
+    thread_prefix = "live"
 
-
-class LivenessWatch:
     def __init__(
         self,
         on_failure: Callable[[], None],
@@ -52,48 +46,19 @@ class LivenessWatch:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         probe: LiveProbe = probe_live,
     ) -> None:
+        super().__init__()
         self._on_failure = on_failure
         self._period_s = period_s
         self._timeout_s = timeout_s
         self._probe = probe
-        self._watchers: dict[str, _Watcher] = {}
-        self._lock = threading.Lock()
-        self._closed = False
 
-    def watch(self, handle: Handle, spec: ModelSpec) -> Liveness:
-        """How the server has answered so far; starts probing it if nobody does yet."""
-        key = (handle.ref, handle.started_at, spec.url)
-        with self._lock:
-            if self._closed:
-                return Liveness()
-            watcher = self._watchers.get(spec.id)
-            if watcher is not None and watcher.key == key:
-                return watcher.latest
-            if watcher is not None:
-                watcher.stop.set()  # an earlier server of the same model
-            watcher = self._watchers[spec.id] = _Watcher(key)
-        threading.Thread(
-            target=self._probe_while_watched, args=(watcher, spec), name=f"live-{spec.id}", daemon=True
-        ).start()
-        return watcher.latest
+    def _initial(self) -> Liveness:
+        return Liveness()
 
     def failures(self, model_id: str) -> Liveness:
-        with self._lock:
-            watcher = self._watchers.get(model_id)
-        return watcher.latest if watcher is not None else Liveness()
+        return self.latest(model_id)
 
-    def retain(self, model_ids: Collection[str]) -> None:
-        """Stop watching every model not in ``model_ids`` (the ones no longer ready)."""
-        with self._lock:
-            for model_id in [m for m in self._watchers if m not in model_ids]:
-                self._watchers.pop(model_id).stop.set()
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-        self.retain(())
-
-    def _probe_while_watched(self, watcher: _Watcher, spec: ModelSpec) -> None:
+    def _run(self, watcher: Watcher[Liveness], spec: ModelSpec) -> None:
         while not watcher.stop.wait(self._period_s):
             result = self._probe(spec, timeout_s=self._timeout_s)
             if watcher.stop.is_set():
