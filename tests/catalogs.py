@@ -7,11 +7,11 @@ app reads. Simulated servers run from the repo root with the app's own Python.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import yaml
 
-from tests.support import REPO_ROOT
+from tests.support import REPO_ROOT, free_port
 
 SIM_IMAGE = "dxg-sim:local"
 SIM_COMPOSE = REPO_ROOT / "compose" / "sim.yaml"
@@ -87,3 +87,26 @@ def write_catalog(path: Path, *models: dict[str, Any]) -> Path:
     temp.write_text(yaml.safe_dump({"models": list(models)}, sort_keys=False), encoding="utf-8")
     temp.replace(path)
     return path
+
+
+# A server that prints the secrets it was handed the ways real ones do, then dies before ready.
+LEAKING_SERVER: Final = """
+import os, sys
+key, hf = os.environ["NGC_API_KEY"], os.environ.get("HF_TOKEN", "")
+print("using key", key)
+print("{ngc: " + key + "}")
+print("auth header is", key[:8] + key[8:], "and hf", hf, flush=True)
+sys.exit(3)
+"""
+
+
+def leaking_process(model_id: str, folder: Path, env: dict[str, str | None]) -> dict[str, Any]:
+    """A process model running ``LEAKING_SERVER`` (written into ``folder``) with the catalog ``env``."""
+    script = folder / "leak.py"
+    script.write_text(LEAKING_SERVER)
+    return {
+        **sim_process(model_id, free_port()),
+        "simulated": False,
+        "load_command": f"{{python}} {script}",
+        "env": env,
+    }

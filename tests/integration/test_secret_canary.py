@@ -17,32 +17,16 @@ import pytest
 from starlette.testclient import TestClient
 
 from tests.app_harness import api_settings, serve
-from tests.catalogs import sim_process, write_catalog
-from tests.support import free_port
+from tests.catalogs import leaking_process, write_catalog
 
 CANARY = "canary-7f3a9c1e5b2d4f60"  # looks like nothing the pattern-based redaction knows
 FIXED = "hf-fixed-9d8c7b6a5f4e"
-LEAK = """
-import os, sys
-key, hf = os.environ["NGC_API_KEY"], os.environ["HF_TOKEN"]
-print("using key", key)
-print("{ngc: " + key + "}")
-print("auth header is", key[:8] + key[8:], "and hf", hf, flush=True)
-sys.exit(3)
-"""
 
 
 @pytest.fixture
 def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
     monkeypatch.setenv("NGC_API_KEY", CANARY)
-    script = tmp_path / "leak.py"
-    script.write_text(LEAK)
-    leaky = {
-        **sim_process("leaky", free_port()),
-        "simulated": False,
-        "load_command": f"{{python}} {script}",
-        "env": {"NGC_API_KEY": None, "HF_TOKEN": FIXED},
-    }
+    leaky = leaking_process("leaky", tmp_path, {"NGC_API_KEY": None, "HF_TOKEN": FIXED})
     catalog = write_catalog(tmp_path / "models.yaml", leaky)
     with serve(api_settings(tmp_path, catalog)) as test_client:
         yield test_client

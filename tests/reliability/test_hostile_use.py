@@ -15,7 +15,7 @@ import pytest
 
 import service_access
 from tests.app_harness import api_settings, serve
-from tests.catalogs import sim_process, write_catalog
+from tests.catalogs import leaking_process, sim_process, write_catalog
 from tests.e2e.app_process import CLEAN_EXIT, SHUTDOWN_BUDGET_S, AppFiles, start_app
 from tests.integration.test_api import HOSTILE_IDS, MODEL_ROUTES
 from tests.integration.test_store_unwritable import refusing_writes
@@ -40,14 +40,6 @@ HOSTILE_PARAMS: Final = [
     ("GET", "/api/models/sim-h/load"),
 ]
 CANARY: Final = "canary-5e1d2c3b4a697788"  # looks like nothing a pattern-based redaction knows
-LEAK: Final = """
-import os, sys
-key = os.environ["NGC_API_KEY"]
-print("using key", key)
-print("{ngc: " + key + "}")
-print("auth header is", key[:8] + key[8:], flush=True)
-sys.exit(3)
-"""
 
 
 def files_under(root: Path) -> set[Path]:
@@ -191,14 +183,7 @@ def canary_run(
     """A server handed the canary (a pass-through NGC_API_KEY) prints it and dies before ready;
     then every answer, the store's bytes, the server's log file and the app's log are searched."""
     monkeypatch.setenv("NGC_API_KEY", CANARY)
-    script = tmp_path / "leak.py"
-    script.write_text(LEAK)
-    leaky = {
-        **sim_process("leaky", free_port()),
-        "simulated": False,
-        "load_command": f"{{python}} {script}",
-        "env": {"NGC_API_KEY": None},
-    }
+    leaky = leaking_process("leaky", tmp_path, {"NGC_API_KEY": None})
     catalog = write_catalog(tmp_path / "models.yaml", leaky)
     with caplog.at_level(logging.DEBUG), serve(api_settings(tmp_path, catalog)) as client:
         answers = [client.post("/api/models/leaky/load?wait=true&timeout_s=30")]
