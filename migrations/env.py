@@ -10,6 +10,7 @@ from logging.config import fileConfig
 
 from alembic import context
 
+import db.benchmark_tables  # registers the benchmark tables too
 import db.tables  # noqa: F401  (registers the tables on Base.metadata)
 from db.base import Base
 from db.session import ensure_sqlite_dir, make_engine
