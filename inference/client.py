@@ -2,15 +2,25 @@
 
 httpx hands over bytes as soon as they are read from the socket, so every
 chunk is timestamped when it arrives (``requests.iter_lines`` would buffer
-512 bytes and smear the timings). The sync ``ChatStream`` yields text pieces
-for ``st.write_stream``; ``AsyncChatStream`` does the same for load generators.
-Both share ``_Exchange``, which holds everything except the I/O calls.
+512 bytes and smear the timings).
+
+Each stream can be read two ways, both sending the request once per read:
+
+- ``stream.pieces()`` yields ``Piece(channel, text)`` for both channels in
+  arrival order: a reasoning model's thinking (``"reasoning"``), then its
+  answer (``"answer"``). The chat page uses it to show the thinking live.
+- iterating the stream itself yields the answer's text only, as plain strings
+  that ``st.write_stream`` takes as they are.
+
+``ChatStream`` is the sync one, ``AsyncChatStream`` the asyncio one for load
+generators. Both share ``_Exchange``, which holds everything except the I/O calls.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import aclosing, closing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +35,7 @@ from inference.errors import (
     ServerUnreachable,
     StreamInterrupted,
 )
-from inference.result import ChatResult, StreamAccumulator, error_detail
+from inference.result import ANSWER, ChatResult, Piece, StreamAccumulator, error_detail
 from inference.sse import SSEDecoder
 
 
@@ -138,11 +148,10 @@ class _Exchange:
             f"The model server at {self.url} answered HTTP {status}: {detail}", self.url, status, detail
         )
 
-    def on_bytes(self, chunk: bytes) -> list[str]:
+    def on_bytes(self, chunk: bytes) -> list[Piece]:
         at = time.perf_counter()  # first thing: this is the arrival time of everything in the chunk
         acc = self._acc()
-        pieces = (acc.add(payload, at) for payload in self.decoder.feed(chunk))
-        return [piece for piece in pieces if piece]
+        return [piece for payload in self.decoder.feed(chunk) for piece in acc.add(payload, at)]
 
     def finish(self) -> ChatResult:
         acc = self._acc()
@@ -201,7 +210,8 @@ class _ResultHolder:
 
 
 class ChatStream(_ResultHolder):
-    """Iterate for text pieces as they arrive; then ``result`` has text, tokens and timings.
+    """Iterate for the answer's text pieces as they arrive, or read ``pieces()`` for the
+    reasoning too; then ``result`` has both texts, tokens and timings.
 
     ``client`` is an optional shared ``httpx.Client``; without one, a client is
     made for this request and closed after it.
@@ -213,6 +223,15 @@ class ChatStream(_ResultHolder):
         self._client = client
 
     def __iter__(self) -> Iterator[str]:
+        # Answer only: what st.write_stream and existing callers expect; thinking is in result.
+        # closing(): a caller that stops early ends the request now, not when GC gets to it.
+        with closing(self.pieces()) as pieces:
+            for piece in pieces:
+                if piece.channel == ANSWER:
+                    yield piece.text
+
+    def pieces(self) -> Iterator[Piece]:
+        """Every text piece on both channels, in arrival order."""
         ex = _Exchange(self.request)
         client = self._client or httpx.Client()
         try:
@@ -235,7 +254,8 @@ class ChatStream(_ResultHolder):
 
 
 class AsyncChatStream(_ResultHolder):
-    """The asyncio twin of ``ChatStream``: ``async for piece in stream``, then ``result``."""
+    """The asyncio twin of ``ChatStream``: ``async for text in stream`` (the answer) or
+    ``async for piece in stream.pieces()`` (both channels), then ``result``."""
 
     def __init__(self, request: ChatRequest, client: httpx.AsyncClient | None = None) -> None:
         super().__init__()
@@ -243,6 +263,15 @@ class AsyncChatStream(_ResultHolder):
         self._client = client
 
     async def __aiter__(self) -> AsyncIterator[str]:
+        # aclosing(): an async generator left unfinished is otherwise closed only by the loop's
+        # finaliser, which would hold the connection open after the caller stopped reading.
+        async with aclosing(self.pieces()) as pieces:
+            async for piece in pieces:
+                if piece.channel == ANSWER:
+                    yield piece.text
+
+    async def pieces(self) -> AsyncIterator[Piece]:
+        """Every text piece on both channels, in arrival order."""
         ex = _Exchange(self.request)
         client = self._client or httpx.AsyncClient()
         try:
@@ -268,7 +297,7 @@ class AsyncChatStream(_ResultHolder):
 def chat(request: ChatRequest, client: httpx.Client | None = None) -> ChatResult:
     """Send a chat request and wait for the whole streamed reply."""
     stream = ChatStream(request, client)
-    for _ in stream:
+    for _ in stream.pieces():
         pass
     return stream.result
 
@@ -276,6 +305,6 @@ def chat(request: ChatRequest, client: httpx.Client | None = None) -> ChatResult
 async def achat(request: ChatRequest, client: httpx.AsyncClient | None = None) -> ChatResult:
     """``chat`` for asyncio callers such as the benchmark's load generator."""
     stream = AsyncChatStream(request, client)
-    async for _ in stream:
+    async for _ in stream.pieces():
         pass
     return stream.result

@@ -1,4 +1,11 @@
-"""What one streamed reply produced, and the fold that builds it chunk by chunk."""
+"""What one streamed reply produced, and the fold that builds it chunk by chunk.
+
+A reply can come on two channels: the answer (``delta.content``) and, from reasoning models,
+the model's thinking (``delta.reasoning_content`` or ``delta.reasoning``, see
+``inference.deltas``), which usually streams first. Both are kept apart, each with the arrival
+times of its chunks, and both count as output: the server's ``usage.completion_tokens``
+includes the reasoning tokens.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +13,32 @@ import itertools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final, Literal
 
+from inference.deltas import delta_texts
 from inference.errors import ProtocolViolation, ServerError
 
 DONE = "[DONE]"
+
+Channel = Literal["answer", "reasoning"]
+ANSWER: Final[Channel] = "answer"
+REASONING: Final[Channel] = "reasoning"
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """One piece of streamed text and the channel it came on."""
+
+    channel: Channel
+    text: str
+
+    @property
+    def is_reasoning(self) -> bool:
+        return self.channel == REASONING
+
+
+def _first_after(times: tuple[float, ...], origin: float) -> float | None:
+    return times[0] - origin if times else None
 
 
 @dataclass(frozen=True)
@@ -21,9 +49,17 @@ class ChatResult:
     ``started_at`` is when the call began; ``sent_at`` is when the request
     started going out on its connection, so TTFT excludes the client's own
     setup (connection pool, connecting), which on a busy machine can take
-    milliseconds. ``token_times`` has one entry per chunk that carried text;
-    streaming servers send one token per chunk, so it doubles as token arrival
-    times.
+    milliseconds.
+
+    ``text`` is the answer; ``reasoning`` is the thinking a reasoning model
+    streamed (empty for other models). ``token_times`` has one entry per chunk
+    that carried text on either channel: streaming servers send one token per
+    chunk and ``output_tokens`` counts reasoning tokens too, so it stays the
+    arrival time of every output token, which TTFT, the inter-token gaps and
+    the decode rate are measured on. ``reasoning_times`` and ``answer_times``
+    are the same stamps split by channel (a chunk carrying both appears in
+    both). The accumulator fills all three; the defaults only spare callers
+    that build a result by hand for a reply without reasoning.
     """
 
     text: str
@@ -36,13 +72,26 @@ class ChatResult:
     prompt_tokens: int | None = None
     finish_reason: str | None = None
     model: str | None = None
+    reasoning: str = ""
+    reasoning_times: tuple[float, ...] = ()
+    answer_times: tuple[float, ...] = ()
     # The simulator's own statement of intended timing; None for real servers.
     sim: Mapping[str, Any] | None = field(default=None, repr=False)
 
     @property
     def ttft_s(self) -> float | None:
-        """Request sent to first text chunk received; role-only frames do not count."""
-        return self.token_times[0] - self.sent_at if self.token_times else None
+        """Request sent to the first token on any channel; role-only frames do not count."""
+        return _first_after(self.token_times, self.sent_at)
+
+    @property
+    def ttf_thought_s(self) -> float | None:
+        """Request sent to the first reasoning chunk; None when the model did not think aloud."""
+        return _first_after(self.reasoning_times, self.sent_at)
+
+    @property
+    def ttfa_s(self) -> float | None:
+        """Request sent to the first answer (content) chunk: what a reader waits for."""
+        return _first_after(self.answer_times, self.sent_at)
 
     @property
     def e2e_s(self) -> float:
@@ -57,7 +106,8 @@ class ChatResult:
     def tokens_per_s(self) -> float | None:
         """Decode rate: tokens after the first over the time from first to last chunk.
 
-        TTFT (prefill) is reported separately, so it is excluded here. None when
+        TTFT (prefill) is reported separately, so it is excluded here. Reasoning
+        tokens are decoded like any other, so both channels count. None when
         fewer than two chunks arrived and the rate cannot be measured.
         """
         if self.output_tokens < 2 or len(self.token_times) < 2:
@@ -92,18 +142,33 @@ class StreamAccumulator:
         self.started_at = started_at
         self.sent_at = started_at  # until the transport reports the request written
         self.done = False
-        self.pieces: list[str] = []
-        self.token_times: list[float] = []
+        self.texts: dict[Channel, list[str]] = {ANSWER: [], REASONING: []}
+        self.times: dict[Channel, list[float]] = {ANSWER: [], REASONING: []}
+        self.token_times: list[float] = []  # chunks with text on either channel
         self.usage: Mapping[str, Any] | None = None
         self.finish_reason: str | None = None
         self.model: str | None = None
         self.sim: Mapping[str, Any] | None = None
 
-    def add(self, payload: str, at: float) -> str | None:
-        """Fold one payload received at ``at``; returns its text, if it carried any."""
+    def add(self, payload: str, at: float) -> list[Piece]:
+        """Fold one payload received at ``at``; returns the text it carried, channel by channel."""
         if payload.strip() == DONE:
             self.done = True
-            return None
+            return []
+        data = self._parse(payload, at)
+        self.model = data.get("model") or self.model
+        self.usage = data.get("usage") or self.usage
+        self.sim = data.get("sim") or self.sim
+        pieces = [piece for choice in data.get("choices") or [] for piece in self._choice_pieces(choice)]
+        if pieces:
+            self.token_times.append(at)
+        for piece in pieces:
+            self.texts[piece.channel].append(piece.text)
+            self.times[piece.channel].append(at)
+        return pieces
+
+    def _parse(self, payload: str, at: float) -> dict[str, Any]:
+        """The frame as a JSON object; an error frame or a malformed one raises."""
         try:
             data = json.loads(payload)
         except ValueError as exc:
@@ -120,23 +185,20 @@ class StreamAccumulator:
             detail = error_detail(payload.encode())
             message = f"{self.url} reported an error mid-stream: {detail}"
             raise ServerError(message, self.url, 200, detail, self.partial(at))
-        self.model = data.get("model") or self.model
-        self.usage = data.get("usage") or self.usage
-        self.sim = data.get("sim") or self.sim
-        text = "".join(self._choice_text(choice) for choice in data.get("choices") or [])
-        if not text:
-            return None
-        self.pieces.append(text)
-        self.token_times.append(at)
-        return text
+        return data
 
-    def _choice_text(self, choice: Any) -> str:
+    def _choice_pieces(self, choice: Any) -> list[Piece]:
         if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-            return ""
+            return []
         self.finish_reason = choice.get("finish_reason") or self.finish_reason
+        delta = choice.get("delta")
+        if not isinstance(delta, Mapping):
+            return []
         # Role-only frames carry "content": null (llama.cpp) or "" (vLLM); both add nothing.
-        content = (choice.get("delta") or {}).get("content")
-        return content if isinstance(content, str) else ""
+        answer, reasoning = delta_texts(delta)
+        # Thinking precedes the answer it leads to, should one frame ever carry both.
+        candidates = (Piece(REASONING, reasoning), Piece(ANSWER, answer))
+        return [piece for piece in candidates if piece.text]
 
     @property
     def finished(self) -> bool:
@@ -147,15 +209,19 @@ class StreamAccumulator:
         from_usage = isinstance(usage_tokens, int)
         prompt_tokens = (self.usage or {}).get("prompt_tokens")
         return ChatResult(
-            text="".join(self.pieces),
+            text="".join(self.texts[ANSWER]),
             started_at=self.started_at,
             sent_at=self.sent_at,
             token_times=tuple(self.token_times),
             ended_at=ended_at,
+            # Without usage, count chunks on both channels: reasoning tokens are output too.
             output_tokens=usage_tokens if from_usage else len(self.token_times),
             tokens_from_usage=from_usage,
             prompt_tokens=prompt_tokens if isinstance(prompt_tokens, int) else None,
             finish_reason=self.finish_reason,
             model=self.model,
+            reasoning="".join(self.texts[REASONING]),
+            reasoning_times=tuple(self.times[REASONING]),
+            answer_times=tuple(self.times[ANSWER]),
             sim=self.sim,
         )

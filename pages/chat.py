@@ -1,4 +1,5 @@
-"""Chat with a loaded model; each reply streams in with its TTFT, output tokens and tokens/s."""
+"""Chat with a loaded model; each reply streams in (a reasoning model's thinking in a collapsed
+Thinking block above its answer) with its TTFT, output tokens and tokens/s."""
 
 from __future__ import annotations
 

@@ -12,10 +12,12 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from lifecycle.service import LifecycleService
-from simulator.tokens import expected_text
+from simulator.tokens import expected_reasoning, expected_text
 from tests.catalogs import sim_process
 from tests.support import free_port
 from tests.ui.harness import UiEnv, no_exception, shown_text, ui_env, wait_for_stream
+from ui.chat_render import NO_ANSWER, THINKING
+from ui.chat_view import CONVERSATIONS_KEY, request_messages
 
 CHAT = "pages/chat.py"
 
@@ -27,7 +29,18 @@ def chat_env(
 
 
 def assistant_replies(at: AppTest) -> list[str]:
-    return [m.markdown[0].value for m in at.chat_message if m.name == "assistant"]
+    # The answer is the message's last markdown: a Thinking block, if any, comes before it.
+    return [m.markdown[-1].value for m in at.chat_message if m.name == "assistant"]
+
+
+def thinking_shown(at: AppTest) -> list[tuple[str, bool, str]]:
+    """(label, open?, text) of each assistant message's Thinking block."""
+    return [
+        (e.label, e.proto.expanded, e.markdown[0].value)
+        for m in at.chat_message
+        if m.name == "assistant"
+        for e in m.expander
+    ]
 
 
 def test_without_a_loaded_model_the_page_points_to_the_chips(tmp_path: Path) -> None:
@@ -52,6 +65,7 @@ def test_a_reply_streams_in_with_its_metrics_and_stays_in_the_conversation(tmp_p
         assert caption.startswith("TTFT ")
         assert "12 output tokens (server usage)" in caption
         assert "tokens/s" in caption
+        assert not thinking_shown(at)  # a model that does not think gets no empty Thinking block
 
         at.run()  # any later run redraws the conversation, metrics included
         assert assistant_replies(at) == [expected_text(12)]
@@ -59,6 +73,44 @@ def test_a_reply_streams_in_with_its_metrics_and_stays_in_the_conversation(tmp_p
 
         at.button[0].click().run()  # Clear
         assert not at.chat_message
+
+
+def test_a_reasoning_models_thinking_streams_into_a_collapsed_block_above_its_answer(
+    tmp_path: Path,
+) -> None:
+    thinking = 4
+    with chat_env(tmp_path, "--reasoning-tokens", str(thinking)) as env:
+        env.load("sim-a")
+        at = no_exception(env.app(CHAT))
+        at.number_input(key="chat:max_tokens").set_value(12)
+        at.chat_input[0].set_value("Think first").run()
+        no_exception(at)
+        reply = at.chat_message[1]
+        assert [type(e).__name__ for e in reply.children.values()] == ["Expander", "Markdown", "Caption"]
+        assert thinking_shown(at) == [(THINKING, False, expected_reasoning(thinking))]
+        assert assistant_replies(at) == [expected_text(12 - thinking)]
+        caption = reply.caption[0].value
+        assert caption.startswith("First thought ")
+        assert " · first answer " in caption
+        assert "12 output tokens, thinking included (server usage)" in caption
+
+        at.run()  # the stored turn keeps the thinking: a redraw shows the same reply
+        assert thinking_shown(at) == [(THINKING, False, expected_reasoning(thinking))]
+        assert assistant_replies(at) == [expected_text(12 - thinking)]
+        assert at.chat_message[1].caption[0].value == caption
+        # ...but the thinking is never sent back to the model with the next question.
+        turns = at.session_state[CONVERSATIONS_KEY]["sim-a"].turns
+        assert turns[1].reasoning == expected_reasoning(thinking)
+        assert expected_reasoning(thinking) not in str(request_messages("", turns, "next"))
+
+        # A reply that runs out of tokens while still thinking says so where the answer goes.
+        at.number_input(key="chat:max_tokens").set_value(3)
+        at.chat_input[0].set_value("Think less").run()
+        assert thinking_shown(no_exception(at))[1] == (THINKING, False, expected_reasoning(3))
+        assert assistant_replies(at)[1] == NO_ANSWER
+        assert "first answer —" in at.chat_message[3].caption[0].value
+        at.run()
+        assert assistant_replies(at)[1] == NO_ANSWER
 
 
 def test_each_model_has_its_own_conversation(tmp_path: Path) -> None:

@@ -17,7 +17,12 @@ from contextlib import contextmanager
 import pytest
 
 from inference import (
+    ANSWER,
+    REASONING,
+    AsyncChatStream,
     ChatRequest,
+    ChatStream,
+    Piece,
     ProtocolViolation,
     RequestTimedOut,
     ServerError,
@@ -116,6 +121,92 @@ def test_non_json_frame_is_a_protocol_violation() -> None:
         fold(["not json"])
 
 
+# --- reasoning: the second channel -------------------------------------------------------------
+
+
+def thinking_stream(field: str) -> list[str]:
+    """A reasoning model's frames as ``field`` names its thinking: role-only (in llama.cpp's
+    null-content shape, thinking field null too), two thoughts, two answer words, usage."""
+    return [
+        frame({"role": "assistant", "content": None, field: None}),
+        frame({field: "Hmm,"}),
+        frame({field: " easy."}),
+        frame({"content": "", field: None}),  # vLLM's empty hand-over frame between the phases
+        frame({"content": "Four"}),
+        frame({"content": "."}, "stop"),
+        json.dumps({"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 4}}),
+        "[DONE]",
+    ]
+
+
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+def test_reasoning_is_kept_apart_from_the_answer_with_its_own_times(field: str) -> None:
+    acc = fold(thinking_stream(field))
+    result = acc.partial(ended_at=11.0)
+    assert (result.reasoning, result.text) == ("Hmm, easy.", "Four.")
+    # Frames arrive 50 ms apart from 10.10; the role frame (10.10) and the empty hand-over
+    # frame (10.25) carry no text and stamp nothing.
+    assert result.reasoning_times == pytest.approx((10.15, 10.20))
+    assert result.answer_times == pytest.approx((10.30, 10.35))
+    assert result.token_times == pytest.approx((10.15, 10.20, 10.30, 10.35))
+    assert result.ttft_s == pytest.approx(0.15)  # first token on any channel: the first thought
+    assert result.ttf_thought_s == pytest.approx(0.15)
+    assert result.ttfa_s == pytest.approx(0.30)
+    # Usage counts the thinking too, so the decode rate spans both channels: 3 tokens / 0.2 s.
+    assert (result.output_tokens, result.tokens_from_usage) == (4, True)
+    assert result.tokens_per_s == pytest.approx(15.0)
+    assert result.finish_reason == "stop"
+
+
+def test_add_returns_each_frames_text_by_channel() -> None:
+    acc = StreamAccumulator("http://x/v1/chat/completions", started_at=10.0)
+    returned = [acc.add(payload, at=10.1) for payload in thinking_stream("reasoning_content")]
+    assert returned == [
+        [],
+        [Piece(REASONING, "Hmm,")],
+        [Piece(REASONING, " easy.")],
+        [],
+        [Piece(ANSWER, "Four")],
+        [Piece(ANSWER, ".")],
+        [],
+        [],
+    ]
+
+
+def test_a_frame_with_both_channels_gives_thinking_first_and_one_token_time() -> None:
+    acc = StreamAccumulator("http://x/v1/chat/completions", started_at=10.0)
+    pieces = acc.add(frame({"reasoning": "so", "content": "Yes"}), at=10.5)
+    assert pieces == [Piece(REASONING, "so"), Piece(ANSWER, "Yes")]
+    result = acc.partial(ended_at=11.0)
+    assert (result.token_times, result.reasoning_times, result.answer_times) == ((10.5,), (10.5,), (10.5,))
+
+
+def test_without_usage_thinking_chunks_count_as_output_tokens() -> None:
+    frames = [p for p in thinking_stream("reasoning") if "usage" not in p]
+    result = fold(frames).partial(ended_at=11.0)
+    assert (result.output_tokens, result.tokens_from_usage) == (4, False)
+
+
+def test_a_reply_without_thinking_has_no_thought_times() -> None:
+    result = fold(SSEDecoder().feed(STREAM)).partial(ended_at=11.0)
+    assert (result.reasoning, result.reasoning_times, result.ttf_thought_s) == ("", (), None)
+    assert result.answer_times == result.token_times
+    assert result.ttfa_s == result.ttft_s
+
+
+def test_thinking_that_is_cut_off_stays_in_the_partial_reply() -> None:
+    with pytest.raises(ServerError) as info:
+        fold([frame({"reasoning_content": "Let me"}), json.dumps({"error": {"message": "oom"}})])
+    partial = info.value.partial
+    assert partial is not None
+    assert (partial.reasoning, partial.text, partial.ttfa_s) == ("Let me", "", None)
+
+
+def test_a_delta_that_is_not_an_object_carries_nothing() -> None:
+    acc = StreamAccumulator("http://x/v1/chat/completions", started_at=10.0)
+    assert acc.add(json.dumps({"choices": [{"index": 0, "delta": "oops"}]}), at=10.1) == []
+
+
 def test_chat_url_accepts_bases_with_or_without_v1() -> None:
     assert chat_url("http://h:1") == "http://h:1/v1/chat/completions"
     assert chat_url("http://h:1/v1/") == "http://h:1/v1/chat/completions"
@@ -193,6 +284,42 @@ def test_sync_and_async_clients_read_a_whole_stream() -> None:
         assert (result.text, result.output_tokens, result.tokens_from_usage) == ("Hello wörld", 2, True)
         # TTFT counts from the moment the transport started writing the request.
         assert result.started_at < result.sent_at <= result.token_times[0]
+
+
+THINKING_STREAM = "".join(f"data: {p}\n\n" for p in thinking_stream("reasoning_content")).encode()
+
+
+def test_streams_yield_the_answer_or_every_piece_with_its_channel() -> None:
+    raw = sse_head(f"content-length: {len(THINKING_STREAM)}\r\n\r\n") + THINKING_STREAM
+    expected = [
+        Piece(REASONING, "Hmm,"),
+        Piece(REASONING, " easy."),
+        Piece(ANSWER, "Four"),
+        Piece(ANSWER, "."),
+    ]
+    with canned_server(raw) as url:
+        stream = ChatStream(ChatRequest(url, "m", PROMPT))
+        assert list(stream) == ["Four", "."]  # plain iteration: the answer, for st.write_stream
+    with canned_server(raw) as url:
+        stream = ChatStream(ChatRequest(url, "m", PROMPT))
+        assert list(stream.pieces()) == expected
+    assert (stream.result.reasoning, stream.result.text) == ("Hmm, easy.", "Four.")
+
+    async def answer_async(url: str) -> list[str]:
+        return [text async for text in AsyncChatStream(ChatRequest(url, "m", PROMPT))]
+
+    async def pieces_async(url: str) -> list[Piece]:
+        return [piece async for piece in AsyncChatStream(ChatRequest(url, "m", PROMPT)).pieces()]
+
+    with canned_server(raw) as url:
+        assert asyncio.run(answer_async(url)) == ["Four", "."]
+    with canned_server(raw) as url:
+        assert asyncio.run(pieces_async(url)) == expected
+    with canned_server(raw) as url:
+        result = chat(ChatRequest(url, "m", PROMPT))
+    # One read can hold the whole canned stream, so both channels may share a stamp.
+    assert result.sent_at <= result.reasoning_times[0] <= result.answer_times[0]
+    assert result.ttft_s == result.ttf_thought_s
 
 
 def test_http_error_status_carries_the_servers_message() -> None:
