@@ -23,15 +23,10 @@ EXIT_REFUSED: Final = 1
 EXIT_UNREACHABLE: Final = 2
 # Headroom over the server-side wait, so the server answers (504) before the client gives up.
 CLIENT_SLACK_S: Final = 15.0
-_WILDCARDS: Final = frozenset({"", "0.0.0.0", "::"})  # noqa: S104 - recognised, not bound
 
 
 def base_url(settings: Settings) -> str:
-    # A wildcard listen address is not somewhere to connect to; this machine is.
-    host = "127.0.0.1" if settings.host in _WILDCARDS else settings.host
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{settings.port}"
+    return settings.app_url()
 
 
 def parser() -> argparse.ArgumentParser:

@@ -19,6 +19,7 @@ from lifecycle.core.policy import RestartPolicy
 _INSTANCE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 # The restart figures have one source, the policy's own defaults; these fields only name them.
 _RESTART = RestartPolicy()
+_WILDCARDS = frozenset({"", "0.0.0.0", "::"})  # noqa: S104 - recognised, not bound
 
 
 def sqlite_path(db_url: str) -> Path | None:
@@ -113,6 +114,14 @@ class Settings(BaseSettings):
                 "from a-z, 0-9, '_' and '-', starting with a letter or digit"
             )
         return self
+
+    def app_url(self) -> str:
+        """Where this machine reaches the running app (the command lines talk to it here)."""
+        # A wildcard listen address is not somewhere to connect to; this machine is.
+        host = "127.0.0.1" if self.host in _WILDCARDS else self.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
 
     def allowed_host_names(self) -> list[str]:
         return [name.strip() for name in self.allowed_hosts.split(",") if name.strip()]

@@ -30,6 +30,8 @@ from lifecycle.core.events import (
     APP_STREAM,
     AppStarted,
     AppStopped,
+    BenchmarkFinished,
+    BenchmarkStarted,
     Event,
     InvalidStream,
     LoadRequested,
@@ -233,6 +235,17 @@ class LifecycleService:
             if (current.phase in goal and settled) or remaining <= 0:
                 return current
             self._changes.wait(seen, min(remaining, WAIT_RECHECK_S))
+
+    def record_benchmark(
+        self, model_id: str, event: BenchmarkStarted | BenchmarkFinished, actor: str = "benchmark"
+    ) -> None:
+        """Put a benchmark run's start or end into the model's audit stream.
+
+        Works without ``start()``: the benchmark command line records runs while the app (the
+        lease holder) may or may not be running, and appends are safe from any process.
+        """
+        self._known(model_id)
+        self._store.append_retrying(model_stream(model_id), lambda _version: [event], _checked_actor(actor))
 
     # --- reads -------------------------------------------------------------------------------
 

@@ -197,6 +197,28 @@ class AppStopped(Event):
 
 
 @dataclass(frozen=True)
+class BenchmarkStarted(Event):
+    """A benchmark run began measuring this model's server.
+
+    It sits in the model's stream between the load it measures and any crash or
+    unload, so History shows which load (and which restart) each run measured.
+    """
+
+    TYPE: ClassVar[str] = "BenchmarkStarted"
+    run_id: str
+    kind: str  # "sweep" or "depth"
+    workload: str = ""  # one line, e.g. "concurrency 1,8,64 x 64 requests"
+
+
+@dataclass(frozen=True)
+class BenchmarkFinished(Event):
+    TYPE: ClassVar[str] = "BenchmarkFinished"
+    run_id: str
+    status: str  # complete / partial / invalid / failed
+    summary: str = ""
+
+
+@dataclass(frozen=True)
 class UnknownEvent(Event):
     """A stored event this version of the code does not know (newer or retired type).
 

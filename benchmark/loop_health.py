@@ -1,0 +1,66 @@
+"""The runner watches its own event loop: a saturated client inflates every latency silently.
+
+A ticker sleeps a short period over and over and records how late it woke
+(loop lag). When the loop is busy parsing frames for too many streams, the
+ticker wakes late, and so does every timestamp the runner takes. Levels whose
+lag (or send slip) passes the limits are marked invalid with the figure, rather
+than reported as if the server were slow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from typing import Final
+
+TICK_S: Final = 0.005
+
+
+class LoopMonitor:
+    def __init__(self, period_s: float = TICK_S) -> None:
+        self.period_s = period_s
+        self._samples: list[float] = []
+        self._since = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        period_ns = int(self.period_s * 1e9)
+        while True:
+            before = time.perf_counter_ns()
+            await asyncio.sleep(self.period_s)
+            if before >= self._since:  # a tick begun before a reset belongs to what came before
+                self._samples.append(max(0, time.perf_counter_ns() - before - period_ns) / 1e6)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._tick())
+
+    def take(self) -> list[float]:
+        """Lag samples (ms) since the last call; ticks already under way are not counted.
+
+        Whatever ran between two levels (saving the level, say) is not the next level's lag.
+        """
+        samples, self._samples = self._samples, []
+        self._since = time.perf_counter_ns()
+        return samples
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+class CancelToken:
+    """Set from any thread (a page button, Ctrl+C); the runner checks it between sends."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()

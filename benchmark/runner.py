@@ -1,0 +1,414 @@
+"""The load generator: sends a workload's requests on schedule and records every timeline.
+
+One asyncio loop (uvloop), one pooled aiohttp session. Concurrency levels run
+closed loop (N workers, each sends its next request when its last one ends);
+rate levels run open loop (each request goes out at its intended time, however
+many are still in flight). Every request keeps its intended and actual send
+times, so send slip is measured, and a ticker measures the loop's own lag; a
+level over either limit is reported invalid (benchmark.metrics decides).
+
+A run stops early, keeping what it has, when it is cancelled or when the
+server stops answering (a model unloaded mid-run): the caller saves it as partial.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+import aiohttp
+import uvloop
+
+from benchmark.loop_health import CancelToken, LoopMonitor
+from benchmark.prompts import Calibration, Messages, PromptFactory, user_messages
+from benchmark.records import RequestRecord
+from benchmark.transport import BodyOptions, RequestSpec, Target, new_session, send
+from benchmark.workload import DepthWorkload, SweepWorkload
+
+# This many refused or silent requests in a row, none answered between them, and the server is
+# taken to be gone (unloaded, crashed, hung): the run stops instead of timing out every request.
+GONE_AFTER: Final = 3
+GONE_CLASSES: Final = frozenset({"ServerUnreachable", "Timeout"})
+CANCEL_POLL_S: Final = 0.05
+CALIBRATION_WORDS: Final = (48, 384)
+# Requests per level whose text is kept for /tokenize reconciliation.
+TEXT_SAMPLE: Final = 8
+LENGTH_CONTROL_FIELDS: Final = ("ignore_eos", "min_tokens")
+FLOOR_SAMPLES: Final = 5
+
+
+@dataclass(frozen=True)
+class Progress:
+    level: int
+    levels: int
+    label: str  # e.g. "concurrency 8" or "pp2048 tg32 @ d4096"
+    done: int
+    total: int | None  # None when a level runs for a time rather than a count
+    errors: int
+    elapsed_s: float
+    last_ttft_ms: float | None = None
+
+    @property
+    def eta_s(self) -> float | None:
+        if not self.total or not self.done:
+            return None
+        return self.elapsed_s / self.done * (self.total - self.done)
+
+
+ProgressFn = Callable[[Progress], None]
+LevelDoneFn = Callable[[int, list[RequestRecord], dict[str, list[float]]], None]
+
+
+@dataclass
+class RunOutcome:
+    records: list[RequestRecord] = field(default_factory=list)
+    # Per level: {"lag_ms": [...], "slip_ms": [...]} — the runner's own health samples.
+    health: list[dict[str, list[float]]] = field(default_factory=list)
+    cancelled: bool = False
+    cut_short: str | None = None  # why the run stopped before its end, if it did
+    calibration: Calibration = field(default_factory=Calibration)
+    latency_floor_ns: int | None = None  # depth runs: the round trip of a minimal request
+    length_controls: bool = True  # whether ignore_eos/min_tokens were accepted
+
+
+class _Stop(Exception):
+    pass
+
+
+class _Run:
+    """State shared by both kinds of run: the session, the stop flags, progress and callbacks."""
+
+    def __init__(
+        self,
+        target: Target,
+        sampling_seed: int,
+        options: BodyOptions,
+        timeout_s: float,
+        connections: int,
+        cancel: CancelToken | None,
+        progress: ProgressFn | None,
+        level_done: LevelDoneFn | None,
+    ) -> None:
+        self.target = target
+        self.prompts = PromptFactory(sampling_seed)
+        self.options = options
+        self.timeout_s = timeout_s
+        self.connections = connections
+        self.cancel = cancel or CancelToken()
+        self.progress = progress
+        self.level_done = level_done
+        self.outcome = RunOutcome(length_controls=options.length_controls)
+        self.monitor = LoopMonitor()
+        self.start_ns = time.perf_counter_ns()
+        self.session: aiohttp.ClientSession | None = None
+        self._failures_in_a_row = 0
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> _Run:
+        self.session = new_session(self.connections)
+        self.monitor.start()
+        self._watch = asyncio.get_running_loop().create_task(self._watch_cancel())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._watch.cancel()
+        await self.monitor.stop()
+        if self.session is not None:
+            await self.session.close()
+
+    async def _watch_cancel(self) -> None:
+        while not self.cancel.cancelled:
+            await asyncio.sleep(CANCEL_POLL_S)
+        self.outcome.cancelled = True
+        for task in list(self._in_flight):
+            task.cancel()
+
+    @property
+    def stopping(self) -> bool:
+        return self.outcome.cancelled or self.outcome.cut_short is not None or self.cancel.cancelled
+
+    def now_ns(self) -> int:
+        return time.perf_counter_ns() - self.start_ns
+
+    async def request(
+        self, spec: RequestSpec, record: RequestRecord, keep_text: bool = False
+    ) -> RequestRecord:
+        """Send one request (as a task, so a cancel can cut it) and judge the server's health."""
+        assert self.session is not None
+        body = self.options.body(self.target.served_model, spec)
+        record.requested_output_tokens = spec.max_tokens
+        record.requested_prompt_tokens = spec.requested_prompt_tokens
+        task = asyncio.ensure_future(
+            send(self.session, self.target, body, record, self.start_ns, self.timeout_s, keep_text)
+        )
+        self._in_flight.add(task)
+        try:
+            await task
+        except asyncio.CancelledError:
+            if not self.outcome.cancelled:
+                raise  # our own caller is being cancelled, not just this request
+        finally:
+            self._in_flight.discard(task)
+        self._judge(record)
+        return record
+
+    def _judge(self, record: RequestRecord) -> None:
+        if record.error_class in GONE_CLASSES:
+            self._failures_in_a_row += 1
+            if self._failures_in_a_row >= GONE_AFTER and self.outcome.cut_short is None:
+                failures = f"{GONE_AFTER} refused or unanswered requests in a row"
+                self.outcome.cut_short = f"the server stopped answering ({failures}): {record.error}"
+        elif record.ok:
+            self._failures_in_a_row = 0
+
+    def report(
+        self,
+        level: int,
+        levels: int,
+        label: str,
+        records: Sequence[RequestRecord],
+        total: int | None,
+        began_ns: int,
+    ) -> None:
+        if self.progress is None:
+            return
+        measured = [r for r in records if not r.warmup]
+        last = next((r for r in reversed(measured) if r.ok and r.token_frames()), None)
+        self.progress(
+            Progress(
+                level=level,
+                levels=levels,
+                label=label,
+                done=len(measured),
+                total=total,
+                errors=sum(1 for r in measured if not r.ok),
+                elapsed_s=(self.now_ns() - began_ns) / 1e9,
+                last_ttft_ms=last.token_frames()[0] / 1e6 if last else None,
+            )
+        )
+
+    def finish_level(self, level: int, records: list[RequestRecord]) -> None:
+        slips = [(r.sent_ns - r.intended_ns) / 1e6 for r in records if r.sent_ns is not None and not r.warmup]
+        health = {"lag_ms": self.monitor.take(), "slip_ms": slips}
+        self.outcome.health.append(health)
+        self.outcome.records.extend(records)
+        if self.level_done is not None:
+            self.level_done(level, records, health)
+
+    # --- shared steps -----------------------------------------------------------------------
+
+    async def check_length_controls(self, level: int) -> None:
+        """Send one tiny request; if the server refuses ignore_eos/min_tokens, drop them."""
+        probe = RequestSpec(user_messages(self.prompts.unique_text(8)), max_tokens=2)
+        record = await self.request(probe, RequestRecord(level, -1, self.now_ns(), warmup=True))
+        refused = record.status == 400 and any(f in (record.error or "") for f in LENGTH_CONTROL_FIELDS)
+        if refused:
+            self.options = BodyOptions(self.options.temperature, self.options.seed, length_controls=False)
+            self.outcome.length_controls = False
+        elif not record.ok and record.error_class == "ServerUnreachable":
+            self.outcome.cut_short = record.error
+        self.outcome.records.append(record)
+
+    async def calibrate(self, level: int) -> Calibration:
+        """Words -> server tokens, from the server's own usage counts on two probe prompts."""
+        samples: list[tuple[int, int]] = []
+        for n_words in CALIBRATION_WORDS:
+            if self.stopping:
+                break
+            spec = RequestSpec(user_messages(self.prompts.unique_text(n_words)), max_tokens=1)
+            record = await self.request(spec, RequestRecord(level, -1, self.now_ns(), warmup=True))
+            self.outcome.records.append(record)
+            if record.prompt_tokens is not None:
+                samples.append((n_words, record.prompt_tokens))
+        self.outcome.calibration = Calibration.fit(samples)
+        return self.outcome.calibration
+
+
+Runner = Callable[[], Awaitable[RunOutcome]]
+
+
+async def run_sweep(
+    target: Target,
+    workload: SweepWorkload,
+    *,
+    cancel: CancelToken | None = None,
+    progress: ProgressFn | None = None,
+    level_done: LevelDoneFn | None = None,
+    conversations: list[Messages] | None = None,
+) -> RunOutcome:
+    sampling = workload.sampling
+    options = BodyOptions(sampling.temperature, sampling.seed)
+    # Open loop has no cap on requests in flight; closed loop needs one connection per worker.
+    connections = int(max(workload.levels)) if workload.axis == "concurrency" else 0
+    async with _Run(
+        target, sampling.seed, options, sampling.timeout_s, connections, cancel, progress, level_done
+    ) as run:
+        await run.check_length_controls(0)
+        calibration = await run.calibrate(0) if conversations is None else Calibration()
+        for index, value in enumerate(workload.levels):
+            if run.stopping:
+                break
+            await _sweep_level(run, workload, index, value, calibration, conversations)
+        return run.outcome
+
+
+def _spec(
+    run: _Run, workload: SweepWorkload, calibration: Calibration, conversations: list[Messages] | None
+) -> RequestSpec:
+    out = run.prompts.length(workload.output_tokens.mean, workload.output_tokens.sd)
+    if conversations is not None:
+        return RequestSpec(run.prompts.pick(conversations), max_tokens=out)
+    tokens = run.prompts.length(workload.input_tokens.mean, workload.input_tokens.sd)
+    text = run.prompts.unique_text(calibration.words_for(tokens))
+    return RequestSpec(user_messages(text), max_tokens=out, requested_prompt_tokens=tokens)
+
+
+async def _sweep_level(
+    run: _Run,
+    workload: SweepWorkload,
+    index: int,
+    value: float,
+    calibration: Calibration,
+    conversations: list[Messages] | None,
+) -> None:
+    label = f"{workload.axis} {value:g}"
+    records: list[RequestRecord] = []
+    levels = len(workload.levels)
+    total = workload.requests_per_level
+    began = run.now_ns()
+
+    def spec() -> RequestSpec:
+        return _spec(run, workload, calibration, conversations)
+
+    # Warm-ups open the level's connections and wake the server; they are kept but never counted.
+    warm = [RequestRecord(index, -1 - i, run.now_ns(), warmup=True) for i in range(workload.warmup_requests)]
+    await asyncio.gather(*(run.request(spec(), r) for r in warm))
+    records.extend(warm)
+    run.monitor.take()  # the level's health counts from its first measured request
+    deadline = run.now_ns() + int(workload.seconds_per_level * 1e9) if workload.seconds_per_level else None
+    began = run.now_ns()
+
+    def more(seq: int) -> bool:
+        if run.stopping or (total is not None and seq >= total):
+            return False
+        return deadline is None or run.now_ns() < deadline
+
+    if workload.axis == "concurrency":
+        counter = iter(range(1 << 62))
+
+        async def worker() -> None:
+            while more(seq := next(counter)):
+                record = RequestRecord(index, seq, run.now_ns())
+                records.append(record)
+                await run.request(spec(), record, keep_text=seq < TEXT_SAMPLE)
+                run.report(index, levels, label, records, total, began)
+
+        await asyncio.gather(*(worker() for _ in range(int(value))))
+    else:
+        poisson = workload.arrival == "poisson"
+        n = total if total is not None else int(value * (workload.seconds_per_level or 0) * 2 + 1)
+        gaps = run.prompts.gaps(value, n, poisson)
+        tasks: list[asyncio.Task[RequestRecord]] = []
+        intended = run.now_ns()
+        for seq, gap in enumerate(gaps):
+            intended += int(gap * 1e9)
+            wait = (intended - run.now_ns()) / 1e9
+            if wait > 0:
+                await asyncio.sleep(wait)
+            if not more(seq):
+                break
+            record = RequestRecord(index, seq, intended)
+            records.append(record)
+            task = asyncio.ensure_future(run.request(spec(), record, keep_text=seq < TEXT_SAMPLE))
+            task.add_done_callback(lambda _t: run.report(index, levels, label, records, total, began))
+            tasks.append(task)
+        await asyncio.gather(*tasks)
+    run.finish_level(index, records)
+
+
+async def run_depth(
+    target: Target,
+    workload: DepthWorkload,
+    *,
+    cancel: CancelToken | None = None,
+    progress: ProgressFn | None = None,
+    level_done: LevelDoneFn | None = None,
+) -> RunOutcome:
+    sampling = workload.sampling
+    options = BodyOptions(sampling.temperature, sampling.seed)
+    async with _Run(
+        target, sampling.seed, options, sampling.timeout_s, 1, cancel, progress, level_done
+    ) as run:
+        await run.check_length_controls(0)
+        calibration = await run.calibrate(0)
+        run.outcome.latency_floor_ns = await _latency_floor(run, FLOOR_SAMPLES)
+        cells = workload.cells()
+        for index, (pp, tg, depth) in enumerate(cells):
+            if run.stopping:
+                break
+            await _depth_cell(run, workload, index, len(cells), (pp, tg, depth), calibration)
+        return run.outcome
+
+
+async def _latency_floor(run: _Run, n: int) -> int | None:
+    """The time to first token of a minimal request: what every TTFT pays besides the prompt.
+
+    Subtracted from TTFT before pp t/s is computed, as llama-benchy does, so a
+    network or framework round trip is not counted as prompt processing.
+    """
+    ttfts: list[int] = []
+    for _ in range(n):
+        if run.stopping:
+            break
+        spec = RequestSpec(user_messages(run.prompts.tag()), max_tokens=1)
+        record = await run.request(spec, RequestRecord(0, -1, run.now_ns(), warmup=True))
+        run.outcome.records.append(record)
+        frames = record.token_frames()
+        if record.ok and frames:
+            ttfts.append(frames[0])
+    # The least of several: a floor is what the round trip costs at best; noise only adds to it.
+    return min(ttfts) if ttfts else None
+
+
+async def _depth_cell(
+    run: _Run,
+    workload: DepthWorkload,
+    index: int,
+    levels: int,
+    cell: tuple[int, int, int],
+    calibration: Calibration,
+) -> None:
+    pp, tg, depth = cell
+    label = f"pp{pp} tg{tg} @ d{depth}"
+    records: list[RequestRecord] = []
+    began = run.now_ns()
+    run.monitor.take()
+    for seq in range(workload.runs):
+        if run.stopping:
+            break
+        context = run.prompts.unique_text(calibration.content_words_for(depth)) if depth else ""
+        prompt = run.prompts.unique_text(calibration.content_words_for(pp))
+        if context and workload.prefix_cache:
+            # Load the context into the server's cache first; the measured request then pays only
+            # for the prompt on top of it.
+            warm = RequestRecord(index, -1 - seq, run.now_ns(), warmup=True)
+            await run.request(RequestSpec(user_messages(context), max_tokens=1), warm)
+            records.append(warm)
+        text = f"{context}\n\n{prompt}" if context else prompt
+        spec = RequestSpec(user_messages(text), max_tokens=tg, requested_prompt_tokens=pp + depth)
+        record = RequestRecord(index, seq, run.now_ns())
+        records.append(record)
+        await run.request(spec, record, keep_text=True)
+        run.report(index, levels, label, records, workload.runs, began)
+    run.finish_level(index, records)
+
+
+def run_blocking(coro: Awaitable[RunOutcome]) -> RunOutcome:
+    """Run on a fresh uvloop loop in this thread (the CLI's main thread, or a page's worker)."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)  # type: ignore[arg-type]
