@@ -18,6 +18,7 @@ import anyio
 from sqlalchemy.engine import make_url
 
 import service_access
+from benchmark.orphans import close_orphans_at
 from db.lease import DatabaseInUse, InstanceLease
 from db.migrate import upgrade_to_head
 from lifecycle.api.auth import check_exposure
@@ -94,6 +95,7 @@ def check_bind(settings: Settings, host: str, port: int) -> None:
 def _start(settings: Settings) -> LifecycleService:
     settings.ensure_dirs()
     upgrade_to_head(settings.db_url)
+    close_orphans_at(settings.db_url)
     service = LifecycleService(settings)
     try:
         service.start()

@@ -31,6 +31,7 @@ from benchmark.compare import compare_runs
 from benchmark.execute import Job, execute
 from benchmark.export import run_to_csv, run_to_json
 from benchmark.loop_health import CancelToken
+from benchmark.orphans import close_orphans
 from benchmark.prompts import PromptFileError, load_prompt_file
 from benchmark.records import RunRecord, RunStatus
 from benchmark.report import compare_table, depth_markdown, runs_table, sweep_table
@@ -233,7 +234,9 @@ def _interrupts(cancel: CancelToken, console: Console) -> Callable[[int, FrameTy
 
 def _store(settings: Settings) -> BenchmarkStore:
     upgrade_to_head(settings.db_url)  # the command line may run before the app ever has
-    return BenchmarkStore(make_engine(settings.db_url))
+    store = BenchmarkStore(make_engine(settings.db_url))
+    close_orphans(store)  # runs whose process died (a killed CLI) show as partial, not running
+    return store
 
 
 def run_command(args: argparse.Namespace, settings: Settings, console: Console) -> int:

@@ -54,6 +54,7 @@ def gpu_facts() -> dict[str, Any]:
 def host_facts() -> dict[str, Any]:
     return {
         "hostname": platform.node(),
+        "pid": os.getpid(),  # the measuring process: a run it leaves 'running' when it dies is orphaned
         "os": platform.platform(),
         "python": platform.python_version(),
         "cpu": _cpu_model(),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import builtins
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -25,7 +25,7 @@ from db.benchmark_tables import RUN_ID_MAX, BenchmarkRequestRow, BenchmarkRunRow
 from db.session import read_connection
 from lifecycle.core.errors import LifecycleError, StoreUnwritable
 
-INTERRUPTED: Final = "the app stopped during the run"
+INTERRUPTED: Final = "the process running it stopped during the run"
 _INSERT_BATCH: Final = 500  # rows per executemany: bounds the parameters held at once
 
 log = logging.getLogger(__name__)
@@ -246,19 +246,18 @@ class BenchmarkStore:
 
         return self._write(write)
 
-    def mark_interrupted(self) -> int:
-        """Turn runs still 'running' into 'partial': at app start, no run of ours is in flight,
-        so any such run belonged to a process that was killed. Returns how many were marked.
+    def mark_interrupted(self, run_ids: Collection[str] | None = None) -> int:
+        """Turn runs still 'running' (all, or those named) into 'partial': their process is gone.
+        Returns how many were marked.
 
-        The caller must hold the instance lease: another live app on this database would have
-        its running benchmark marked too."""
+        Without ``run_ids`` the caller must know no live process runs a benchmark on this
+        database (``benchmark.orphans`` names only runs whose process has died)."""
 
         def write(conn: Connection) -> int:
-            done = conn.execute(
-                update(BenchmarkRunRow)
-                .where(BenchmarkRunRow.status == RunStatus.RUNNING)
-                .values(status=RunStatus.PARTIAL, error=INTERRUPTED)
-            )
+            query = update(BenchmarkRunRow).where(BenchmarkRunRow.status == RunStatus.RUNNING)
+            if run_ids is not None:
+                query = query.where(BenchmarkRunRow.run_id.in_(list(run_ids)))
+            done = conn.execute(query.values(status=RunStatus.PARTIAL, error=INTERRUPTED))
             return done.rowcount
 
         marked = self._write(write)
