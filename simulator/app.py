@@ -6,6 +6,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from simulator import handlers as h
+from simulator import server_info as info
 from simulator.chat import chat_completions
 from simulator.state import SimState
 
@@ -30,10 +31,12 @@ def _llamacpp_routes() -> list[Route]:
         "/v1/health": h.llamacpp_health,
         "/v1/models": h.models,
         "/slots": h.slots,
+        "/props": info.llamacpp_props,
         "/metrics": h.metrics,
     }
     return [Route(path, h.gated(fn)) for path, fn in table.items()] + [
-        Route(_CHAT, h.gated(chat_completions), methods=["POST"])
+        Route(_CHAT, h.gated(chat_completions), methods=["POST"]),
+        Route("/tokenize", h.gated(info.llamacpp_tokenize), methods=["POST"]),
     ]
 
 
@@ -42,6 +45,8 @@ def _vllm_routes() -> list[Route]:
         Route("/health", h.vllm_health),
         Route("/v1/models", h.models),
         Route(_CHAT, h.gated(chat_completions), methods=["POST"]),
+        Route("/tokenize", h.gated(info.vllm_tokenize), methods=["POST"]),
+        Route("/version", info.vllm_version),
         Route("/metrics", h.metrics),
     ]
 

@@ -14,6 +14,9 @@ EXIT_FAIL_START = 3
 EXIT_BIND_FAILED = 4
 DEFAULT_CRASH_EXIT_CODE = 1
 
+DEFAULT_PREFIX_CACHE_TOKENS = 65536
+DEFAULT_MAX_MODEL_LEN = 4096
+
 
 @dataclass(frozen=True)
 class SimConfig:
@@ -30,6 +33,15 @@ class SimConfig:
     ignore_sigterm: bool = False
     max_tokens_default: int = 64
     serve_while_loading: bool = False
+    # The serving model (simulator/serving.py); every default leaves the timing above unchanged.
+    prefill_tokens_per_s: float = 0.0  # 0: prefill is instant
+    decode_slowdown_per_1k: float = 0.0
+    max_batch: int = 0  # 0: no limit
+    batch_slowdown: float = 0.0
+    prefix_cache_tokens: int = DEFAULT_PREFIX_CACHE_TOKENS  # 0: off
+    reasoning_tokens: int = 0
+    natural_length: int = 0  # 0: every reply runs to max_tokens
+    max_model_len: int = DEFAULT_MAX_MODEL_LEN
 
     @property
     def ttft_s(self) -> float:
@@ -54,6 +66,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a whole number > 0, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text}")
     return value
 
 
@@ -99,7 +118,62 @@ def build_parser() -> argparse.ArgumentParser:
         help="vllm only: answer HTTP while loading (/health 200, empty /v1/models) instead of "
         "refusing connections like real vLLM",
     )
+    _add_serving_model(p)
     return p
+
+
+def _add_serving_model(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("serving model", "how prompts, batches and replies shape the timing")
+    g.add_argument(
+        "--prefill-tokens-per-s",
+        type=_non_negative,
+        default=0.0,
+        help="prompt processing rate: TTFT grows by uncached prompt tokens / rate (default 0: instant)",
+    )
+    g.add_argument(
+        "--decode-slowdown-per-1k",
+        type=_non_negative,
+        default=0.0,
+        help="K: a request's token rate is tokens-per-s / (1 + K * prompt tokens / 1000)",
+    )
+    g.add_argument(
+        "--max-batch",
+        type=_non_negative_int,
+        default=0,
+        help="at most this many sequences decode at once, the rest wait in FIFO order (0: no limit)",
+    )
+    g.add_argument(
+        "--batch-slowdown",
+        type=_non_negative,
+        default=0.0,
+        help="S: joining a batch of n sequences stretches the token interval by 1 + S * (n - 1)",
+    )
+    g.add_argument(
+        "--prefix-cache-tokens",
+        type=_non_negative_int,
+        default=DEFAULT_PREFIX_CACHE_TOKENS,
+        help="LRU prefix cache size in tokens, blocks of 16; only uncached tokens cost prefill "
+        f"(default {DEFAULT_PREFIX_CACHE_TOKENS}; 0: off)",
+    )
+    g.add_argument(
+        "--reasoning-tokens",
+        type=_non_negative_int,
+        default=0,
+        help="the first N tokens of a reply stream on the reasoning channel",
+    )
+    g.add_argument(
+        "--natural-length",
+        type=_non_negative_int,
+        default=0,
+        help="replies stop (finish_reason stop) after N tokens unless the request sets ignore_eos "
+        "or min_tokens >= max_tokens (default 0: replies run to max_tokens)",
+    )
+    g.add_argument(
+        "--max-model-len",
+        type=_positive_int,
+        default=DEFAULT_MAX_MODEL_LEN,
+        help="context length reported by /props, /slots and /tokenize (not enforced)",
+    )
 
 
 def parse_args(argv: Sequence[str] | None = None) -> SimConfig:
@@ -123,4 +197,12 @@ def parse_args(argv: Sequence[str] | None = None) -> SimConfig:
         ignore_sigterm=ns.ignore_sigterm,
         max_tokens_default=ns.max_tokens_default,
         serve_while_loading=ns.serve_while_loading,
+        prefill_tokens_per_s=ns.prefill_tokens_per_s,
+        decode_slowdown_per_1k=ns.decode_slowdown_per_1k,
+        max_batch=ns.max_batch,
+        batch_slowdown=ns.batch_slowdown,
+        prefix_cache_tokens=ns.prefix_cache_tokens,
+        reasoning_tokens=ns.reasoning_tokens,
+        natural_length=ns.natural_length,
+        max_model_len=ns.max_model_len,
     )

@@ -88,5 +88,10 @@ async def metrics(request: Request) -> Response:
 async def slots(request: Request) -> Response:
     state = _state(request)
     # One slot like a default llama-server; the simulator itself has no slot limit.
-    slot = {"id": 0, "id_task": -1, "n_ctx": 4096, "is_processing": state.metrics.running > 0}
+    slot = {
+        "id": 0,
+        "id_task": -1,
+        "n_ctx": state.config.max_model_len,
+        "is_processing": state.metrics.running > 0,
+    }
     return JSONResponse([slot])

@@ -1,4 +1,5 @@
-"""What the request handlers share: configuration, start clock, readiness and counters."""
+"""What the request handlers share: configuration, start clock, readiness, counters and the
+serving model's bookkeeping (batch slots and prefix cache)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,19 @@ from dataclasses import dataclass, field
 from simulator.clock import StartClock
 from simulator.config import SimConfig
 from simulator.metrics import Metrics
+from simulator.prefix_cache import PrefixCache
+from simulator.serving import Scheduler, ServingParams
+
+
+def serving_params(config: SimConfig) -> ServingParams:
+    return ServingParams(
+        ttft_s=config.ttft_s,
+        tokens_per_s=config.tokens_per_s,
+        prefill_tokens_per_s=config.prefill_tokens_per_s,
+        decode_slowdown_per_1k=config.decode_slowdown_per_1k,
+        max_batch=config.max_batch,
+        batch_slowdown=config.batch_slowdown,
+    )
 
 
 @dataclass
@@ -16,6 +30,13 @@ class SimState:
     clock: StartClock
     metrics: Metrics = field(default_factory=Metrics)
     listening_at: float | None = None  # monotonic; None until the socket accepts connections
+    # Touched only from the event loop thread, in the order requests are planned.
+    scheduler: Scheduler = field(init=False)
+    prefix_cache: PrefixCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.scheduler = Scheduler(serving_params(self.config))
+        self.prefix_cache = PrefixCache(self.config.prefix_cache_tokens)
 
     @property
     def load_done_at(self) -> float:

@@ -1,10 +1,19 @@
-"""Deterministic reply text, token counts and the absolute token schedule."""
+"""The simulator's one tokenizer, and the deterministic text of its replies.
+
+A token is a whitespace-separated word: chat usage, ``/tokenize`` and the
+prefix cache all count with ``words``, so their figures always agree. Token
+ids are stable hashes of the words (the same word always gets the same id,
+in every process), which is all the prefix cache and ``/tokenize`` need.
+"""
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
+
+# A typical vocabulary size; ids only have to be stable, not meaningful.
+VOCAB_SIZE = 32000
 
 # One word per token; a fixed cycle makes every reply predictable in tests.
 WORDS = (
@@ -23,16 +32,59 @@ WORDS = (
     "truth.",
 )
 
+# The reasoning channel cycles through other words, so that a client which mixes the
+# channels up (or drops one) shows it in the text it reports.
+REASONING_WORDS = (
+    "Hmm,",
+    "let",
+    "me",
+    "think",
+    "this",
+    "through",
+    "carefully",
+    "before",
+    "I",
+    "answer.",
+)
 
-def token_text(index: int) -> str:
-    """The text of token ``index`` (0-based); tokens after the first carry their leading space."""
-    word = WORDS[index % len(WORDS)]
+
+def _cycle_text(words: tuple[str, ...], index: int) -> str:
+    word = words[index % len(words)]
     return word if index == 0 else " " + word
 
 
+def token_text(index: int) -> str:
+    """The text of answer token ``index`` (0-based); tokens after the first carry their leading space."""
+    return _cycle_text(WORDS, index)
+
+
 def expected_text(n_tokens: int) -> str:
-    """The full reply of ``n_tokens`` tokens, for tests that check content."""
+    """The full answer of ``n_tokens`` tokens, for tests that check content."""
     return "".join(token_text(i) for i in range(n_tokens))
+
+
+def reasoning_text(index: int) -> str:
+    """The text of reasoning token ``index`` (0-based), like ``token_text`` for the other channel."""
+    return _cycle_text(REASONING_WORDS, index)
+
+
+def expected_reasoning(n_tokens: int) -> str:
+    """The full reasoning of ``n_tokens`` tokens."""
+    return "".join(reasoning_text(i) for i in range(n_tokens))
+
+
+def words(text: str) -> list[str]:
+    """The tokens of ``text``: its whitespace-separated words."""
+    return text.split()
+
+
+def token_id(word: str) -> int:
+    """A word's token id: a stable hash, the same in every process (unlike ``hash(str)``)."""
+    return zlib.crc32(word.encode()) % VOCAB_SIZE
+
+
+def token_ids(text: str) -> list[int]:
+    return [token_id(w) for w in words(text)]
 
 
 def _content_text(content: Any) -> str:
@@ -44,28 +96,18 @@ def _content_text(content: Any) -> str:
     return ""
 
 
+def prompt_text(messages: Iterable[Mapping[str, Any]]) -> str:
+    """The text of a chat prompt as the tokenizer sees it: every message's content, in order.
+
+    No chat template and no role tokens: the counts stay simple to predict by hand.
+    """
+    return " ".join(_content_text(m.get("content")) for m in messages)
+
+
 def count_prompt_tokens(messages: Iterable[Mapping[str, Any]]) -> int:
     """Whitespace-separated words across all message contents: simple and deterministic."""
-    return sum(len(_content_text(m.get("content")).split()) for m in messages)
+    return len(words(prompt_text(messages)))
 
 
-@dataclass(frozen=True)
-class TokenSchedule:
-    """When each token is due, on absolute deadlines from the request's arrival.
-
-    Token ``i`` is due at ``arrival + ttft + i / rate``. Computing every
-    deadline from the arrival (instead of sleeping 1/rate after each send)
-    means lateness in one send never accumulates into drift.
-    """
-
-    arrival: float
-    ttft_s: float
-    tokens_per_s: float
-    n_tokens: int
-
-    def due(self, index: int) -> float:
-        return self.arrival + self.ttft_s + index / self.tokens_per_s
-
-    @property
-    def last_due(self) -> float:
-        return self.due(max(self.n_tokens - 1, 0))
+def prompt_token_ids(messages: Iterable[Mapping[str, Any]]) -> list[int]:
+    return token_ids(prompt_text(messages))
