@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 from pydantic import ValidationError
 from rich.console import Console
@@ -102,8 +102,15 @@ def _target_args(command: argparse.ArgumentParser) -> None:
     command.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON here")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments get one line and exit 2, like every other refusal (no usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"error: {self.prog}: {message}\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="python -m benchmark", description="Benchmark model servers.")
+    root = _Parser(prog="python -m benchmark", description="Benchmark model servers.")
     commands = root.add_subparsers(dest="command", required=True)
 
     sweep = commands.add_parser("sweep", help="serving under load: concurrency levels or request rates")
@@ -247,6 +254,7 @@ def run_command(args: argparse.Namespace, settings: Settings, console: Console) 
             conversations = load_prompt_file(args.prompts)
         except PromptFileError as exc:
             raise UsageError(str(exc)) from None
+    store = _store(settings)  # migrated first: the service reads the same database
     service = LifecycleService(settings) if args.model else None
     entry = None
     try:
@@ -259,7 +267,6 @@ def run_command(args: argparse.Namespace, settings: Settings, console: Console) 
             target, meta = discover(args.url, args.served_model, _api_key(args))
     except TargetError as exc:
         raise UsageError(str(exc)) from None
-    store = _store(settings)
     cancel = CancelToken()
     previous = signal.signal(signal.SIGINT, _interrupts(cancel, console))
     bar = _Bar(console)
@@ -293,7 +300,7 @@ def _print_run(console: Console, run: RunRecord) -> None:
 
 def _write(path: Path, text: str) -> None:
     try:
-        path.write_text(text + "\n", encoding="utf-8")
+        path.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
 
@@ -325,7 +332,7 @@ def stored_command(args: argparse.Namespace, settings: Settings, console: Consol
             raise UsageError(str(exc)) from None
         console.print(compare_table(a, b, rows))
         for row in rows:
-            console.print(f"{row.level}: {row.verdict}")
+            console.print(f"{row.level}: {row.verdict}", soft_wrap=True)  # one line each, for grep
     return EXIT_OK
 
 

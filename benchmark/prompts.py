@@ -12,6 +12,7 @@ be downloaded): a calibration maps words to the server's own token counts.
 from __future__ import annotations
 
 import json
+import os
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 CORPUS_DIR = Path(__file__).resolve().parent / "corpus"
+MAX_LENGTH = 1_000_000  # a wide sd must not draw a length no server takes
 Messages = list[dict[str, Any]]
 
 
@@ -78,11 +80,14 @@ class PromptFactory:
 
     def __init__(self, seed: int) -> None:
         self._rng = random.Random(seed)  # noqa: S311 - reproducible prompts, not secrets
+        # Tags come from fresh entropy, not the seed: two runs with the same seed must still
+        # send prompts the server has never seen, or its prefix cache would fake pp.
+        self._tags = random.Random(os.urandom(16))  # noqa: S311 - uniqueness, not secrecy
         self._words = corpus_words()
 
     def tag(self) -> str:
         # Eight hex digits: tokenizes to a few tokens and never repeats within a run.
-        return f"[{self._rng.getrandbits(32):08x}]"
+        return f"[{self._tags.getrandbits(32):08x}]"
 
     def text(self, n_words: int) -> str:
         """``n_words`` consecutive words from a random place in the corpus, wrapping around."""
@@ -96,7 +101,7 @@ class PromptFactory:
         return f"{self.tag()} {self.text(max(0, n_words - 1))}".rstrip()
 
     def length(self, mean: int, sd: float) -> int:
-        return max(1, round(self._rng.gauss(mean, sd))) if sd else mean
+        return min(MAX_LENGTH, max(1, round(self._rng.gauss(mean, sd)))) if sd else mean
 
     def gaps(self, rate: float, n: int, poisson: bool) -> list[float]:
         """Seconds between successive intended sends: exponential for Poisson arrivals."""
@@ -125,7 +130,7 @@ def _messages_of(value: Any) -> Messages | None:
 def load_prompt_file(path: Path) -> list[Messages]:
     """One conversation per line: ``{"messages": [...]}`` or a bare messages list."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: files saved with a BOM
     except OSError as exc:
         raise PromptFileError(f"cannot read prompt file {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:

@@ -86,7 +86,8 @@ def _when(epoch: float | None) -> str:
 
 def runs_table(runs: Sequence[RunRecord]) -> Table:
     table = Table(title="benchmark runs, newest first")
-    for header in ("run", "started (UTC)", "kind", "model", "engine", "status", "workload"):
+    table.add_column("run", no_wrap=True, min_width=12)  # an id to copy whole
+    for header in ("started (UTC)", "kind", "model", "engine", "status", "workload"):
         table.add_column(header)
     for run in runs:
         workload = run.workload

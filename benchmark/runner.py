@@ -38,6 +38,8 @@ CALIBRATION_WORDS: Final = (48, 384)
 TEXT_SAMPLE: Final = 8
 LENGTH_CONTROL_FIELDS: Final = ("ignore_eos", "min_tokens")
 FLOOR_SAMPLES: Final = 5
+# Probes (length controls, calibration, latency floor) belong to no level: kept, never counted.
+PROBE_LEVEL: Final = -1
 
 
 @dataclass(frozen=True)
@@ -202,10 +204,10 @@ class _Run:
 
     # --- shared steps -----------------------------------------------------------------------
 
-    async def check_length_controls(self, level: int) -> None:
+    async def check_length_controls(self) -> None:
         """Send one tiny request; if the server refuses ignore_eos/min_tokens, drop them."""
         probe = RequestSpec(user_messages(self.prompts.unique_text(8)), max_tokens=2)
-        record = await self.request(probe, RequestRecord(level, -1, self.now_ns(), warmup=True))
+        record = await self.request(probe, RequestRecord(PROBE_LEVEL, -1, self.now_ns(), warmup=True))
         refused = record.status == 400 and any(f in (record.error or "") for f in LENGTH_CONTROL_FIELDS)
         if refused:
             self.options = BodyOptions(self.options.temperature, self.options.seed, length_controls=False)
@@ -214,14 +216,14 @@ class _Run:
             self.outcome.cut_short = record.error
         self.outcome.records.append(record)
 
-    async def calibrate(self, level: int) -> Calibration:
+    async def calibrate(self) -> Calibration:
         """Words -> server tokens, from the server's own usage counts on two probe prompts."""
         samples: list[tuple[int, int]] = []
         for n_words in CALIBRATION_WORDS:
             if self.stopping:
                 break
             spec = RequestSpec(user_messages(self.prompts.unique_text(n_words)), max_tokens=1)
-            record = await self.request(spec, RequestRecord(level, -1, self.now_ns(), warmup=True))
+            record = await self.request(spec, RequestRecord(PROBE_LEVEL, -1, self.now_ns(), warmup=True))
             self.outcome.records.append(record)
             if record.prompt_tokens is not None:
                 samples.append((n_words, record.prompt_tokens))
@@ -248,8 +250,8 @@ async def run_sweep(
     async with _Run(
         target, sampling.seed, options, sampling.timeout_s, connections, cancel, progress, level_done
     ) as run:
-        await run.check_length_controls(0)
-        calibration = await run.calibrate(0) if conversations is None else Calibration()
+        await run.check_length_controls()
+        calibration = await run.calibrate() if conversations is None else Calibration()
         for index, value in enumerate(workload.levels):
             if run.stopping:
                 break
@@ -344,8 +346,8 @@ async def run_depth(
     async with _Run(
         target, sampling.seed, options, sampling.timeout_s, 1, cancel, progress, level_done
     ) as run:
-        await run.check_length_controls(0)
-        calibration = await run.calibrate(0)
+        await run.check_length_controls()
+        calibration = await run.calibrate()
         run.outcome.latency_floor_ns = await _latency_floor(run, FLOOR_SAMPLES)
         cells = workload.cells()
         for index, (pp, tg, depth) in enumerate(cells):
@@ -366,7 +368,7 @@ async def _latency_floor(run: _Run, n: int) -> int | None:
         if run.stopping:
             break
         spec = RequestSpec(user_messages(run.prompts.tag()), max_tokens=1)
-        record = await run.request(spec, RequestRecord(0, -1, run.now_ns(), warmup=True))
+        record = await run.request(spec, RequestRecord(PROBE_LEVEL, -1, run.now_ns(), warmup=True))
         run.outcome.records.append(record)
         frames = record.token_frames()
         if record.ok and frames:

@@ -26,7 +26,7 @@ class LengthSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     mean: Annotated[int, Field(ge=1, le=MAX_TOKENS)]
-    sd: Annotated[float, Field(ge=0)] = 0.0
+    sd: Annotated[float, Field(ge=0, le=MAX_TOKENS, allow_inf_nan=False)] = 0.0
 
     @classmethod
     def parse(cls, text: str) -> LengthSpec:
