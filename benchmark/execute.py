@@ -21,15 +21,13 @@ from benchmark.loop_health import CancelToken
 from benchmark.metrics import run_summary, runner_health
 from benchmark.prompts import Messages
 from benchmark.records import RequestRecord, RunRecord, RunStatus
-from benchmark.runner import ProgressFn, RunOutcome, run_blocking, run_depth, run_sweep
+from benchmark.runner import TEXT_KEPT, ProgressFn, RunOutcome, run_blocking, run_depth, run_sweep
 from benchmark.server_info import tokenize_count
 from benchmark.transport import Target
 from benchmark.workload import DepthWorkload, SweepWorkload, Workload
 from lifecycle.core.events import BenchmarkFinished, BenchmarkStarted
 
 log = logging.getLogger(__name__)
-# /tokenize is one HTTP call per reply: levels bigger than this skip the third count.
-TOKENIZE_MAX_PER_LEVEL = 512
 
 
 class RunStore(Protocol):
@@ -178,7 +176,7 @@ def _tokenize_totals(job: Job, records: Sequence[RequestRecord]) -> dict[int, in
             by_level[record.level].append(record)
     totals: dict[int, int] = {}
     for level, group in by_level.items():
-        if len(group) > TOKENIZE_MAX_PER_LEVEL or not all(r.text for r in group):
+        if len(group) > TEXT_KEPT or not all(r.text for r in group):
             continue
         counts = [tokenize_count(job.target, r.text, job.target.engine) for r in group]
         if any(c is None for c in counts):
@@ -199,6 +197,8 @@ def summarise(run: RunRecord, job: Job, outcome: RunOutcome) -> dict[str, Any]:
         calibration={
             "tokens_per_word": round(calibration.per_word, 4),
             "overhead_tokens": round(calibration.overhead, 2),
+            # (words, server tokens) it was fitted from; fewer than two means the default was used.
+            "samples": [list(sample) for sample in outcome.samples],
         },
         length_controls_sent=outcome.length_controls,
         cancelled_requests=len(outcome.records) - len(records),

@@ -34,8 +34,9 @@ GONE_AFTER: Final = 3
 GONE_CLASSES: Final = frozenset({"ServerUnreachable", "Timeout"})
 CANCEL_POLL_S: Final = 0.05
 CALIBRATION_WORDS: Final = (48, 384)
-# Requests per level whose text is kept for /tokenize reconciliation.
-TEXT_SAMPLE: Final = 8
+CALIBRATION_MIN_WORDS: Final = 12
+# Replies per level whose text is kept (in memory only) for the /tokenize check of usage counts.
+TEXT_KEPT: Final = 512
 LENGTH_CONTROL_FIELDS: Final = ("ignore_eos", "min_tokens")
 FLOOR_SAMPLES: Final = 5
 # Probes (length controls, calibration, latency floor) belong to no level: kept, never counted.
@@ -74,6 +75,7 @@ class RunOutcome:
     calibration: Calibration = field(default_factory=Calibration)
     latency_floor_ns: int | None = None  # depth runs: the round trip of a minimal request
     length_controls: bool = True  # whether ignore_eos/min_tokens were accepted
+    samples: list[tuple[int, int]] = field(default_factory=list)  # (words, server prompt tokens)
 
 
 class _Stop(Exception):
@@ -204,30 +206,39 @@ class _Run:
 
     # --- shared steps -----------------------------------------------------------------------
 
+    async def probe(self, n_words: int, max_tokens: int = 1) -> RequestRecord:
+        """A request outside every level; its usage feeds the calibration, its TTFT the floor."""
+        text = self.prompts.unique_text(n_words) if n_words > 1 else self.prompts.tag()
+        spec = RequestSpec(user_messages(text), max_tokens=max_tokens)
+        record = await self.request(spec, RequestRecord(PROBE_LEVEL, -1, self.now_ns(), warmup=True))
+        self.outcome.records.append(record)
+        if record.prompt_tokens is not None:
+            self.outcome.samples.append((n_words, record.prompt_tokens))
+        return record
+
     async def check_length_controls(self) -> None:
         """Send one tiny request; if the server refuses ignore_eos/min_tokens, drop them."""
-        probe = RequestSpec(user_messages(self.prompts.unique_text(8)), max_tokens=2)
-        record = await self.request(probe, RequestRecord(PROBE_LEVEL, -1, self.now_ns(), warmup=True))
+        record = await self.probe(8, max_tokens=2)
         refused = record.status == 400 and any(f in (record.error or "") for f in LENGTH_CONTROL_FIELDS)
         if refused:
             self.options = BodyOptions(self.options.temperature, self.options.seed, length_controls=False)
             self.outcome.length_controls = False
-        elif not record.ok and record.error_class == "ServerUnreachable":
+        elif not record.ok and record.error_class in GONE_CLASSES:
             self.outcome.cut_short = record.error
-        self.outcome.records.append(record)
 
     async def calibrate(self) -> Calibration:
-        """Words -> server tokens, from the server's own usage counts on two probe prompts."""
-        samples: list[tuple[int, int]] = []
+        """Words -> server tokens, from the server's own usage counts on probe prompts.
+
+        A probe too long for a small context is refused (HTTP 400); a shorter one takes its
+        place, so a small model is still calibrated rather than silently guessed at.
+        """
         for n_words in CALIBRATION_WORDS:
-            if self.stopping:
-                break
-            spec = RequestSpec(user_messages(self.prompts.unique_text(n_words)), max_tokens=1)
-            record = await self.request(spec, RequestRecord(PROBE_LEVEL, -1, self.now_ns(), warmup=True))
-            self.outcome.records.append(record)
-            if record.prompt_tokens is not None:
-                samples.append((n_words, record.prompt_tokens))
-        self.outcome.calibration = Calibration.fit(samples)
+            while not self.stopping:
+                record = await self.probe(n_words)
+                if record.ok or record.status != 400 or n_words <= CALIBRATION_MIN_WORDS:
+                    break
+                n_words //= 4
+        self.outcome.calibration = Calibration.fit(self.outcome.samples)
         return self.outcome.calibration
 
 
@@ -282,36 +293,58 @@ async def _sweep_level(
     records: list[RequestRecord] = []
     levels = len(workload.levels)
     total = workload.requests_per_level
-    began = run.now_ns()
 
     def spec() -> RequestSpec:
         return _spec(run, workload, calibration, conversations)
 
-    # Warm-ups open the level's connections and wake the server; they are kept but never counted.
-    warm = [RequestRecord(index, -1 - i, run.now_ns(), warmup=True) for i in range(workload.warmup_requests)]
-    await asyncio.gather(*(run.request(spec(), r) for r in warm))
-    records.extend(warm)
-    run.monitor.take()  # the level's health counts from its first measured request
-    deadline = run.now_ns() + int(workload.seconds_per_level * 1e9) if workload.seconds_per_level else None
-    began = run.now_ns()
+    deadline: int | None = None
+    began: int | None = None  # the first measured send
 
     def more(seq: int) -> bool:
         if run.stopping or (total is not None and seq >= total):
             return False
         return deadline is None or run.now_ns() < deadline
 
+    def start_measuring() -> int:
+        nonlocal deadline, began
+        if began is not None:
+            return began
+        run.monitor.take()  # the level's health counts from its first measured request
+        began = run.now_ns()
+        if workload.seconds_per_level:
+            deadline = began + int(workload.seconds_per_level * 1e9)
+        return began
+
     if workload.axis == "concurrency":
+        # Every worker's first request is a warm-up: it opens the worker's connection, and the
+        # first wave (all workers at once) is over before anything is counted, so the level
+        # measures the steady closed loop rather than one burst. Kept, never counted.
+        warmups = iter(range(max(workload.warmup_requests, int(value))))
         counter = iter(range(1 << 62))
 
         async def worker() -> None:
+            for k in warmups:
+                if run.stopping:
+                    return
+                warm = RequestRecord(index, -1 - k, run.now_ns(), warmup=True)
+                records.append(warm)
+                await run.request(spec(), warm)
+            since = start_measuring()
             while more(seq := next(counter)):
                 record = RequestRecord(index, seq, run.now_ns())
                 records.append(record)
-                await run.request(spec(), record, keep_text=seq < TEXT_SAMPLE)
-                run.report(index, levels, label, records, total, began)
+                await run.request(spec(), record, keep_text=seq < TEXT_KEPT)
+                run.report(index, levels, label, records, total, since)
 
         await asyncio.gather(*(worker() for _ in range(int(value))))
     else:
+        # Open loop: the warm-ups go first, all at once, then the schedule starts.
+        warm = [
+            RequestRecord(index, -1 - i, run.now_ns(), warmup=True) for i in range(workload.warmup_requests)
+        ]
+        await asyncio.gather(*(run.request(spec(), r) for r in warm))
+        records.extend(warm)
+        since = start_measuring()
         poisson = workload.arrival == "poisson"
         n = total if total is not None else int(value * (workload.seconds_per_level or 0) * 2 + 1)
         gaps = run.prompts.gaps(value, n, poisson)
@@ -326,8 +359,8 @@ async def _sweep_level(
                 break
             record = RequestRecord(index, seq, intended)
             records.append(record)
-            task = asyncio.ensure_future(run.request(spec(), record, keep_text=seq < TEXT_SAMPLE))
-            task.add_done_callback(lambda _t: run.report(index, levels, label, records, total, began))
+            task = asyncio.ensure_future(run.request(spec(), record, keep_text=seq < TEXT_KEPT))
+            task.add_done_callback(lambda _t: run.report(index, levels, label, records, total, since))
             tasks.append(task)
         await asyncio.gather(*tasks)
     run.finish_level(index, records)
@@ -358,23 +391,45 @@ async def run_depth(
 
 
 async def _latency_floor(run: _Run, n: int) -> int | None:
-    """The time to first token of a minimal request: what every TTFT pays besides the prompt.
+    """What every TTFT pays besides processing its prompt: the round trip and the framework.
 
-    Subtracted from TTFT before pp t/s is computed, as llama-benchy does, so a
-    network or framework round trip is not counted as prompt processing.
+    Subtracted from TTFT before pp t/s is computed, so the round trip is not counted as
+    prompt processing. It is the intercept of TTFT against prompt tokens over the probes
+    (minimal prompts, and the calibration's longer ones): the TTFT of even a minimal
+    prompt still holds that prompt's own processing, which would make short-prompt pp read
+    high. Where the probes cannot define a line, the least minimal-prompt TTFT is used.
     """
-    ttfts: list[int] = []
     for _ in range(n):
         if run.stopping:
             break
-        spec = RequestSpec(user_messages(run.prompts.tag()), max_tokens=1)
-        record = await run.request(spec, RequestRecord(PROBE_LEVEL, -1, run.now_ns(), warmup=True))
-        run.outcome.records.append(record)
-        frames = record.token_frames()
-        if record.ok and frames:
-            ttfts.append(frames[0])
-    # The least of several: a floor is what the round trip costs at best; noise only adds to it.
-    return min(ttfts) if ttfts else None
+        await run.probe(1)
+    return floor_from(
+        [
+            (r.prompt_tokens, r.token_frames()[0])
+            for r in run.outcome.records
+            if r.level == PROBE_LEVEL and r.ok and r.prompt_tokens and r.token_frames()
+        ]
+    )
+
+
+def floor_from(points: Sequence[tuple[int, int]]) -> int | None:
+    """The intercept of TTFT (ns) over prompt tokens, from the fastest probe at each size."""
+    if not points:
+        return None
+    best: dict[int, int] = {}
+    for tokens, ttft in points:
+        best[tokens] = min(ttft, best.get(tokens, ttft))
+    least = min(best.values())
+    if len(best) < 2:
+        return least
+    xs, ys = list(best), list(best.values())
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sum(
+        (x - mean_x) ** 2 for x in xs
+    )
+    intercept = mean_y - slope * mean_x
+    # A line that slopes down or crosses below zero is noise, not a floor.
+    return int(intercept) if slope > 0 and 0 < intercept <= least else least
 
 
 async def _depth_cell(

@@ -24,6 +24,7 @@ from inference.result import error_detail
 
 DONE: Final = b"[DONE]"
 ERROR_BODY_MAX: Final = 4096
+STALE_RETRIES: Final = 2
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,18 @@ def _classify(exc: BaseException, url: str, timeout_s: float) -> tuple[str, str]
     return type(exc).__name__, f"request to {url} failed: {exc!r}"
 
 
+def _stale(exc: BaseException) -> bool:
+    """A pooled connection the server had already closed: it failed before any answer.
+
+    Some servers (llama-server among them) close the connection after each streamed reply
+    while still advertising keep-alive, so a pooled connection can be dead by the time it is
+    reused. Nothing reached the server's handler, so sending again on a fresh one is safe.
+    """
+    connect_failure = isinstance(exc, aiohttp.ClientConnectorError)  # refused: the server is gone
+    dropped = isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError)
+    return dropped and not connect_failure
+
+
 async def send(
     session: aiohttp.ClientSession,
     target: Target,
@@ -200,23 +213,17 @@ async def send(
     """Send one request and record everything that came back; never raises, except cancellation."""
     url = target.chat_url
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10.0, sock_read=timeout_s)
-    sent = time.perf_counter_ns()
-    record.sent_ns = sent - run_start_ns
     reader = _FrameReader(record, keep_text)
     try:
-        async with session.post(url, data=body, headers=target.headers(), timeout=timeout) as response:
-            record.headers_ns = time.perf_counter_ns() - sent
-            record.status = response.status
-            if response.status >= 400:
-                detail = error_detail(await response.content.read(ERROR_BODY_MAX)) or "(no details)"
-                _fail(record, f"HTTP {response.status}", f"{url} answered HTTP {response.status}: {detail}")
+        for attempt in range(STALE_RETRIES + 1):
+            sent = time.perf_counter_ns()  # a retry's clock starts again: the dead socket cost nothing
+            record.sent_ns = sent - run_start_ns
+            try:
+                await _exchange(session, target, body, record, reader, sent, timeout)
                 return
-            async for chunk in response.content.iter_any():
-                reader.feed(chunk, time.perf_counter_ns() - sent)
-        if not (reader.done or record.finish_reason):
-            _fail(record, "StreamInterrupted", f"{url} ended the stream without finishing the reply")
-            return
-        record.end_ns = time.perf_counter_ns() - sent
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                if record.headers_ns is not None or attempt == STALE_RETRIES or not _stale(exc):
+                    raise
     except asyncio.CancelledError:
         _fail(record, "Cancelled", "the run was cancelled while this request was in flight")
         raise
@@ -225,3 +232,28 @@ async def send(
     finally:
         if keep_text:
             record.text = "".join(reader.texts)
+
+
+async def _exchange(
+    session: aiohttp.ClientSession,
+    target: Target,
+    body: bytes,
+    record: RequestRecord,
+    reader: _FrameReader,
+    sent: int,
+    timeout: aiohttp.ClientTimeout,
+) -> None:
+    url = target.chat_url
+    async with session.post(url, data=body, headers=target.headers(), timeout=timeout) as response:
+        record.headers_ns = time.perf_counter_ns() - sent
+        record.status = response.status
+        if response.status >= 400:
+            detail = error_detail(await response.content.read(ERROR_BODY_MAX)) or "(no details)"
+            _fail(record, f"HTTP {response.status}", f"{url} answered HTTP {response.status}: {detail}")
+            return
+        async for chunk in response.content.iter_any():
+            reader.feed(chunk, time.perf_counter_ns() - sent)
+    if not (reader.done or record.finish_reason):
+        _fail(record, "StreamInterrupted", f"{url} ended the stream without finishing the reply")
+        return
+    record.end_ns = time.perf_counter_ns() - sent

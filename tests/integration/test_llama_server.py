@@ -29,12 +29,11 @@ from lifecycle.catalog import ModelSpec
 from lifecycle.runtimes.logfile import log_path
 from lifecycle.runtimes.process import ProcessRuntime
 from settings import Settings
-from testbed.llama_server import find_llama_server, server_command
+from testbed.llama_server import server_command
 from testbed.tiny_gguf import ARCH, CHAT_TEMPLATE, build_vocab, write_tiny_llama
 from tests.integration.readiness_support import wait_until_ready
-from tests.support import free_port, skip_or_fail, wait_until
+from tests.support import free_port, wait_until
 
-GATE = "DXG_REQUIRE_LLAMA_SERVER"
 # Generous for a slow CI box; the tiny model is usually ready in well under a second.
 READY_TIMEOUT_S = 60.0
 STOP_GRACE_S = 15.0
@@ -45,15 +44,6 @@ MAX_TOKENS = 8
 @pytest.fixture(scope="session")
 def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_llama(tmp_path_factory.mktemp("gguf") / "tiny-llama.gguf", seed=0)
-
-
-@pytest.fixture(scope="session")
-def llama_server_binary() -> Path:
-    lookup = find_llama_server()
-    if lookup.path is None:
-        skip_or_fail(GATE, lookup.reason)
-    assert lookup.path is not None
-    return lookup.path
 
 
 # --- the model file -------------------------------------------------------------------------
