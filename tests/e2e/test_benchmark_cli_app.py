@@ -1,0 +1,65 @@
+"""The benchmark command line beside the running app, as a user runs both: ``--load`` asks the
+app to load the model, the run is stored in the app's database and its start and end land in
+the model's audit stream between the load and the app's shutdown."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.catalogs import sim_process, write_catalog
+from tests.e2e.app_process import CLEAN_EXIT, SHUTDOWN_BUDGET_S, AppFiles, start_app
+from tests.support import REPO_ROOT, free_port, kill_instance
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> Iterator[AppFiles]:
+    app_files = AppFiles(
+        root=tmp_path,
+        instance=f"e2e-{uuid.uuid4().hex[:8]}",
+        port=free_port(),
+        catalog=write_catalog(tmp_path / "models.yaml", sim_process("sim-bench", free_port())),
+    )
+    yield app_files
+    kill_instance(app_files.instance)
+
+
+def test_load_through_the_app_then_benchmark_and_audit(files: AppFiles, tmp_path: Path) -> None:
+    app = start_app(files)
+    try:
+        out = tmp_path / "out.json"
+        argv = [sys.executable, "-m", "benchmark", "sweep", "--model", "sim-bench", "--load"]
+        argv += ["--concurrency", "1,2", "--requests", "6", "--isl", "16", "--osl", "8", "--json", str(out)]
+        done = subprocess.run(
+            argv, cwd=REPO_ROOT, env=files.env(), capture_output=True, text=True, timeout=120
+        )
+        # 0 complete, 1 saved but not complete (a shared machine can make the runner's own lag
+        # invalidate a level); either way the run happened and was stored.
+        assert done.returncode in (0, 1), done.stderr
+        result = json.loads(out.read_text())
+        assert result["status"] in ("complete", "invalid"), result
+        assert [level["completed"] for level in result["levels"]] == [6, 6]
+        assert app.model("sim-bench")["status"].startswith("Loaded"), app.model("sim-bench")
+        listed = subprocess.run(
+            [sys.executable, "-m", "benchmark", "list"], cwd=REPO_ROOT, env=files.env(), capture_output=True,
+            text=True, timeout=60,
+        )  # fmt: skip
+        assert result["run_id"] in listed.stdout
+        types = [e.type for e in files.events("sim-bench")]
+        assert (
+            types.index("ReadyObserved") < types.index("BenchmarkStarted") < types.index("BenchmarkFinished")
+        )
+        (finished,) = [e for e in files.events("sim-bench") if e.type == "BenchmarkFinished"]
+        assert finished.event.payload()["run_id"] == result["run_id"]
+        assert finished.actor == "benchmark"
+    finally:
+        assert app.signal(signal.SIGTERM, SHUTDOWN_BUDGET_S) in CLEAN_EXIT, app.output()
