@@ -82,7 +82,7 @@ def request_row(ordinal: int, record: RequestRecord) -> dict[str, str]:
         "warmup": "1" if record.warmup else "0",
         "intended_ms": _ms(record.intended_ns),
         "sent_ms": _ms(record.sent_ns),
-        "ttfr_ms": _ms(record.headers_ns),
+        "ttfr_ms": _ms(record.frame_ns[0] if record.frame_ns else None),
         "ttft_ms": _ms(_first(record.token_frames())),
         "ttfa_ms": _ms(_first(record.content_frames())),
         "e2e_ms": _ms(record.end_ns),

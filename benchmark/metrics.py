@@ -53,6 +53,12 @@ class RequestMetrics:
         return NS_PER_S / self.itl_ns if self.itl_ns else None
 
 
+def first_response_ns(record: RequestRecord) -> int | None:
+    """TTFR: the first frame of the reply, whatever it carries (llama-benchy's "time to first
+    response"). Not the headers: servers send those on arrival, before any work is done."""
+    return record.frame_ns[0] if record.frame_ns else None
+
+
 def token_frame_count(record: RequestRecord) -> int:
     """Frames that carried text on either channel (as ``RequestRecord.token_frames``)."""
     return sum(1 for c in record.frame_channel if c != Channel.NONE)
@@ -89,7 +95,7 @@ def request_metrics(record: RequestRecord) -> RequestMetrics:
     tokens, from_usage = output_tokens(record)
     return RequestMetrics(
         ok=record.ok,
-        ttfr_ns=record.headers_ns,
+        ttfr_ns=first_response_ns(record),
         ttft_ns=ttft_ns(record),
         ttfa_ns=ttfa_ns(record),
         e2e_ns=record.end_ns,

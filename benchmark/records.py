@@ -33,7 +33,7 @@ class RequestRecord:
     requested_output_tokens: int | None = None
     requested_prompt_tokens: int | None = None
     # From the moment it was sent:
-    headers_ns: int | None = None  # response headers received: time to first byte
+    headers_ns: int | None = None  # response headers received (servers send them on arrival)
     frame_ns: list[int] = field(default_factory=list)  # each SSE frame's arrival
     frame_bytes: list[int] = field(default_factory=list)
     frame_channel: list[int] = field(default_factory=list)  # Channel values

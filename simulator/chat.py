@@ -77,11 +77,17 @@ async def _frames(state: SimState, plan: ChatPlan) -> AsyncIterator[bytes]:
     state.metrics.started(plan.prompt_tokens)
     lateness: list[float] = []
     try:
-        # The role-only frame goes out at once, even while the request waits for a slot:
-        # a client that takes it for the first token would measure a TTFT of ~0.
-        yield sse(reply.chunk(plan, {"role": "assistant", "content": plan.profile.role_content}))
+        # vLLM and llama-server send the role-only frame with the first token, after queueing
+        # and prefill, so a client's time to first response is about its TTFT (llama-benchy's pp
+        # depends on that). --early-role-frame sends it on arrival instead: a client that took
+        # it for the first token would then measure a TTFT of ~0.
+        role = sse(reply.chunk(plan, {"role": "assistant", "content": plan.profile.role_content}))
+        if state.config.early_role_frame or not plan.n_tokens:
+            yield role
         for i in range(plan.n_tokens):
             late = await sleep_until(plan.serving.due(i))
+            if i == 0 and not state.config.early_role_frame:
+                yield role
             yield sse(reply.chunk(plan, reply.token_delta(plan, i)))
             lateness.append(late)  # after the send: the count doubles as "tokens sent"
         for frame in _closing_frames(state, plan, lateness):

@@ -41,6 +41,7 @@ class SimConfig:
     prefix_cache_tokens: int = DEFAULT_PREFIX_CACHE_TOKENS  # 0: off
     reasoning_tokens: int = 0
     natural_length: int = 0  # 0: every reply runs to max_tokens
+    early_role_frame: bool = False  # the role-only frame at arrival instead of with the first token
     max_model_len: int = DEFAULT_MAX_MODEL_LEN
 
     @property
@@ -162,6 +163,12 @@ def _add_serving_model(p: argparse.ArgumentParser) -> None:
         help="the first N tokens of a reply stream on the reasoning channel",
     )
     g.add_argument(
+        "--early-role-frame",
+        action="store_true",
+        help="send the role-only first frame on arrival, before queueing and prefill (real vLLM and "
+        "llama-server send it with the first token): a trap for clients that take it for a token",
+    )
+    g.add_argument(
         "--natural-length",
         type=_non_negative_int,
         default=0,
@@ -204,5 +211,6 @@ def parse_args(argv: Sequence[str] | None = None) -> SimConfig:
         prefix_cache_tokens=ns.prefix_cache_tokens,
         reasoning_tokens=ns.reasoning_tokens,
         natural_length=ns.natural_length,
+        early_role_frame=ns.early_role_frame,
         max_model_len=ns.max_model_len,
     )
