@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from benchmark.metrics import NS_PER_MS, NS_PER_S, measured, output_tokens, ttft_ns
+from benchmark.metrics import NS_PER_MS, NS_PER_S, measured, output_tokens, ttft_ns, validity
 from benchmark.records import RequestRecord
 from benchmark.stats import DEFAULT_SEED, describe, mean_sd
 
@@ -72,10 +72,8 @@ def depth_cell_summary(
     """
     reqs = measured(records)
     done = [r for r in reqs if r.ok]
-    summary: dict[str, Any] = dict(cell or {})
+    summary: dict[str, Any] = {**(cell or {}), **validity(health)}
     summary.update(
-        valid=bool(health.get("valid", True)) if health else True,
-        invalid_reason=health.get("reason") if health else None,
         n=len(reqs),
         completed=len(done),
         errors=len(reqs) - len(done),

@@ -13,7 +13,7 @@ import io
 from dataclasses import fields
 from typing import Any, Final
 
-from benchmark.records import RequestRecord, RunRecord
+from benchmark.records import OUTCOME_FIELDS, RequestRecord, RunRecord
 
 EXPORT_FORMAT: Final = "dxg-benchmark-run"
 EXPORT_VERSION: Final = 1
@@ -31,14 +31,7 @@ CSV_COLUMNS: Final = (
     "ttfa_ms",
     "e2e_ms",
     "frames",
-    "prompt_tokens",
-    "completion_tokens",
-    "reasoning_tokens",
-    "cached_tokens",
-    "finish_reason",
-    "status",
-    "error_class",
-    "error",
+    *OUTCOME_FIELDS,
 )
 _NOT_EXPORTED: Final = frozenset({"text", "requests"})
 
@@ -87,14 +80,7 @@ def request_row(ordinal: int, record: RequestRecord) -> dict[str, str]:
         "ttfa_ms": _ms(_first(record.content_frames())),
         "e2e_ms": _ms(record.end_ns),
         "frames": str(len(record.frame_ns)),
-        "prompt_tokens": _cell(record.prompt_tokens),
-        "completion_tokens": _cell(record.completion_tokens),
-        "reasoning_tokens": _cell(record.reasoning_tokens),
-        "cached_tokens": _cell(record.cached_tokens),
-        "finish_reason": _cell(record.finish_reason),
-        "status": _cell(record.status),
-        "error_class": _cell(record.error_class),
-        "error": _cell(record.error),
+        **{name: _cell(getattr(record, name)) for name in OUTCOME_FIELDS},
     }
 
 

@@ -53,6 +53,13 @@ class RequestMetrics:
         return NS_PER_S / self.itl_ns if self.itl_ns else None
 
 
+def validity(health: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A level's verdict on the runner's own health, as every summary opens with it."""
+    if not health:
+        return {"valid": True, "invalid_reason": None}
+    return {"valid": bool(health.get("valid", True)), "invalid_reason": health.get("reason")}
+
+
 def first_response_ns(record: RequestRecord) -> int | None:
     """TTFR: the first frame of the reply, whatever it carries (llama-benchy's "time to first
     response"). Not the headers: servers send those on arrival, before any work is done."""
@@ -302,10 +309,8 @@ def level_summary(
         return describe(_ms(values), seed=seed)
 
     good = sum(1 for m in per if user_limits.met_by(m)) if user_limits else None
-    summary: dict[str, Any] = dict(level or {})
+    summary: dict[str, Any] = {**(level or {}), **validity(health)}
     summary.update(
-        valid=bool(health.get("valid", True)) if health else True,
-        invalid_reason=health.get("reason") if health else None,
         n=len(per),
         completed=len(done),
         errors=failed,

@@ -64,6 +64,19 @@ class RequestRecord:
         return [t for t, c in zip(self.frame_ns, self.frame_channel, strict=True) if c == Channel.CONTENT]
 
 
+# What the server said about a request, field by field: stored as columns, exported as is.
+OUTCOME_FIELDS = (
+    "prompt_tokens",
+    "completion_tokens",
+    "reasoning_tokens",
+    "cached_tokens",
+    "finish_reason",
+    "status",
+    "error_class",
+    "error",
+)
+
+
 class RunStatus:
     RUNNING = "running"
     COMPLETE = "complete"

@@ -19,7 +19,7 @@ from typing import Any, Final, TypeVar
 from sqlalchemy import Connection, Engine, Row, delete, insert, select, update
 from sqlalchemy.exc import OperationalError
 
-from benchmark.records import RequestRecord, RunRecord, RunStatus
+from benchmark.records import OUTCOME_FIELDS, RequestRecord, RunRecord, RunStatus
 from benchmark.timeline_codec import decode, encode
 from db.benchmark_tables import RUN_ID_MAX, BenchmarkRequestRow, BenchmarkRunRow
 from db.session import read_connection
@@ -61,14 +61,7 @@ _REQUEST_FIELDS: Final = (
     "requested_prompt_tokens",
     "headers_ns",
     "end_ns",
-    "prompt_tokens",
-    "completion_tokens",
-    "reasoning_tokens",
-    "cached_tokens",
-    "finish_reason",
-    "status",
-    "error_class",
-    "error",
+    *OUTCOME_FIELDS,
     "server_timings",
 )
 _REQUEST_COLUMNS = tuple(getattr(BenchmarkRequestRow, name) for name in _REQUEST_FIELDS)

@@ -7,6 +7,9 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,8 @@ from db.session import make_engine
 from db.store import EventStore
 from lifecycle.core.events import RecordedEvent, model_stream
 from lifecycle.runtimes.container_labels import LABEL_INSTANCE
-from tests.support import REPO_ROOT, instance_processes, wait_until
+from tests.catalogs import write_catalog
+from tests.support import REPO_ROOT, free_port, instance_processes, kill_instance, wait_until
 
 START_TIMEOUT_S = 60
 LOAD_TIMEOUT_S = 60
@@ -133,6 +137,22 @@ class RunningApp:
             ) from None
         finally:
             self.client.close()
+
+
+@contextmanager
+def app_files(root: Path, *models: dict[str, Any]) -> Iterator[AppFiles]:
+    """A fresh instance's files over a catalog of ``models``; afterwards, whatever a failed test
+    left of that instance (servers, containers) is removed."""
+    files = AppFiles(
+        root=root,
+        instance=f"e2e-{uuid.uuid4().hex[:8]}",
+        port=free_port(),
+        catalog=write_catalog(root / "models.yaml", *models),
+    )
+    yield files
+    kill_instance(files.instance)
+    for container in files.containers():
+        container.remove(force=True)
 
 
 def launch(files: AppFiles, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import signal
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,29 +29,19 @@ from tests.e2e.app_process import (
     START_TIMEOUT_S,
     AppFiles,
     RunningApp,
+    app_files,
     launch,
     start_app,
     streamlit_argv,
 )
-from tests.support import free_port, kill_instance, wait_until
+from tests.support import free_port, wait_until
 
 
 @pytest.fixture
 def files(tmp_path: Path) -> Iterator[AppFiles]:
-    app_files = AppFiles(
-        root=tmp_path,
-        instance=f"e2e-{uuid.uuid4().hex[:8]}",
-        port=free_port(),
-        catalog=write_catalog(
-            tmp_path / "models.yaml",
-            sim_process("sim-p", free_port()),
-            sim_process("sim-slow", free_port(), startup_s=120),
-        ),
-    )
-    yield app_files
-    kill_instance(app_files.instance)  # whatever a failed test left
-    for container in app_files.containers():
-        container.remove(force=True)
+    models = sim_process("sim-p", free_port()), sim_process("sim-slow", free_port(), startup_s=120)
+    with app_files(tmp_path, *models) as owned:
+        yield owned
 
 
 def with_compose(files: AppFiles, docker_client: Any) -> list[str]:

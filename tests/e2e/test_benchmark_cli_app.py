@@ -8,29 +8,22 @@ import json
 import signal
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.catalogs import sim_process, write_catalog
-from tests.e2e.app_process import CLEAN_EXIT, SHUTDOWN_BUDGET_S, AppFiles, start_app
-from tests.support import REPO_ROOT, free_port, kill_instance
+from tests.catalogs import sim_process
+from tests.e2e.app_process import CLEAN_EXIT, SHUTDOWN_BUDGET_S, AppFiles, app_files, start_app
+from tests.support import REPO_ROOT, free_port
 
 pytestmark = pytest.mark.timeout(180)
 
 
 @pytest.fixture
 def files(tmp_path: Path) -> Iterator[AppFiles]:
-    app_files = AppFiles(
-        root=tmp_path,
-        instance=f"e2e-{uuid.uuid4().hex[:8]}",
-        port=free_port(),
-        catalog=write_catalog(tmp_path / "models.yaml", sim_process("sim-bench", free_port())),
-    )
-    yield app_files
-    kill_instance(app_files.instance)
+    with app_files(tmp_path, sim_process("sim-bench", free_port())) as owned:
+        yield owned
 
 
 def test_load_through_the_app_then_benchmark_and_audit(files: AppFiles, tmp_path: Path) -> None:

@@ -5,7 +5,6 @@ Also: a run through the lifecycle service lands in the model's audit stream."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,6 @@ from benchmark.server_info import discover
 from benchmark.targets import catalog_entry, model_target
 from benchmark.workload import LengthSpec, Sampling, SweepWorkload
 from db.benchmark_store import BenchmarkStore
-from db.session import make_engine
 from lifecycle.core.events import BenchmarkFinished, BenchmarkStarted
 from settings import Settings
 from tests.catalogs import write_catalog
@@ -31,14 +29,6 @@ pytestmark = pytest.mark.timeout(120)
 @pytest.fixture
 def catalog_path(tmp_path: Path) -> Path:
     return tmp_path / "models.yaml"
-
-
-@pytest.fixture
-def store(settings: Settings, catalog_path: Path) -> Iterator[BenchmarkStore]:
-    make_settings(settings, catalog_path)  # migrates the database
-    engine = make_engine(settings.db_url)
-    yield BenchmarkStore(engine)
-    engine.dispose()
 
 
 def long_sweep(**sampling: float) -> SweepWorkload:
@@ -63,7 +53,7 @@ def after_requests(count: int, action: threading.Event) -> ProgressFn:
 
 
 def test_a_model_unloaded_mid_run_is_counted_and_the_run_saved_as_partial(
-    settings: Settings, catalog_path: Path, store: BenchmarkStore
+    settings: Settings, catalog_path: Path, benchmark_store: BenchmarkStore
 ) -> None:
     write_catalog(catalog_path, sim_model("bench-a", "--tokens-per-s", "200"))
     with running_service(make_settings(settings, catalog_path)) as service:
@@ -79,7 +69,7 @@ def test_a_model_unloaded_mid_run_is_counted_and_the_run_saved_as_partial(
         unloader = threading.Thread(target=unload_when_halfway, daemon=True)
         unloader.start()
         job = Job(target, long_sweep(timeout_s=10), meta, catalog_entry(service, "bench-a"))
-        run = execute(job, store, service, progress=after_requests(6, halfway))
+        run = execute(job, benchmark_store, service, progress=after_requests(6, halfway))
         unloader.join(10)
         assert run.status == RunStatus.PARTIAL, (run.status, run.error)
         assert "stopped answering" in (run.error or ""), run.error
@@ -89,7 +79,7 @@ def test_a_model_unloaded_mid_run_is_counted_and_the_run_saved_as_partial(
         assert set(level["error_classes"]) <= {"StreamInterrupted", "ServerUnreachable"}, level[
             "error_classes"
         ]
-        stored = store.get(run.run_id)
+        stored = benchmark_store.get(run.run_id)
         assert stored is not None
         assert stored.status == RunStatus.PARTIAL
         assert len(stored.requests) == len(run.requests)  # everything measured was kept
@@ -108,7 +98,7 @@ def test_a_model_unloaded_mid_run_is_counted_and_the_run_saved_as_partial(
         assert stored.catalog_entry["id"] == "bench-a"
 
 
-def test_a_cancelled_run_stops_promptly_and_is_saved_as_partial(store: BenchmarkStore) -> None:
+def test_a_cancelled_run_stops_promptly_and_is_saved_as_partial(benchmark_store: BenchmarkStore) -> None:
     with simulator("llamacpp", "cancel-me", "--ttft-ms", "5", "--tokens-per-s", "100") as sim:
         sim.wait_event("ready")
         target, meta = discover(sim.base_url)
@@ -116,7 +106,10 @@ def test_a_cancelled_run_stops_promptly_and_is_saved_as_partial(store: Benchmark
         canceller = threading.Thread(target=lambda: reached.wait(60) and token.cancel(), daemon=True)
         canceller.start()
         run = execute(
-            Job(target, long_sweep(), meta), store, progress=after_requests(8, reached), cancel=token
+            Job(target, long_sweep(), meta),
+            benchmark_store,
+            progress=after_requests(8, reached),
+            cancel=token,
         )
     assert run.status == RunStatus.PARTIAL
     assert run.error == "cancelled"
@@ -127,13 +120,13 @@ def test_a_cancelled_run_stops_promptly_and_is_saved_as_partial(store: Benchmark
     # Streams cut by the cancel say nothing about the server: kept, but not counted as its errors.
     assert first["errors"] == 0, first["error_classes"]
     assert run.results["cancelled_requests"] >= 1
-    stored = store.get(run.run_id)
+    stored = benchmark_store.get(run.run_id)
     assert stored is not None
     assert stored.status == RunStatus.PARTIAL
     assert stored.ended_at is not None
 
 
-def test_a_server_that_stops_sending_times_out_instead_of_hanging(store: BenchmarkStore) -> None:
+def test_a_server_that_stops_sending_times_out_instead_of_hanging(benchmark_store: BenchmarkStore) -> None:
     with simulator("vllm", "hangs", "--ttft-ms", "5", "--tokens-per-s", "100") as sim:
         sim.wait_event("ready")
         target, meta = discover(sim.base_url)
@@ -146,12 +139,12 @@ def test_a_server_that_stops_sending_times_out_instead_of_hanging(store: Benchma
         threading.Thread(target=freeze_when_running, daemon=True).start()
         try:
             workload = long_sweep(timeout_s=1.0)
-            run = execute(Job(target, workload, meta), store, progress=after_requests(4, stopped))
+            run = execute(Job(target, workload, meta), benchmark_store, progress=after_requests(4, stopped))
         finally:
             sim.proc.send_signal(18)  # SIGCONT, so the fixture can stop it
     level = run.results["levels"][0]
     assert level["error_classes"].get("Timeout", 0) >= 1, level["error_classes"]
     assert run.status in (RunStatus.PARTIAL, RunStatus.COMPLETE, RunStatus.INVALID)
-    stored = store.get(run.run_id)
+    stored = benchmark_store.get(run.run_id)
     assert stored is not None
     assert stored.status == run.status

@@ -7,8 +7,6 @@ and tg within 3%, token counts equal to usage, and the throughput knee where the
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,30 +16,19 @@ from benchmark.records import RunRecord, RunStatus
 from benchmark.server_info import discover
 from benchmark.workload import DepthWorkload, LengthSpec, SweepWorkload
 from db.benchmark_store import BenchmarkStore
-from db.migrate import upgrade_to_head
-from db.session import make_engine
 from simulator.process import SimulatorProcess
 from tests.support import simulator
 
 pytestmark = pytest.mark.timeout(240)
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[BenchmarkStore]:
-    url = f"sqlite:///{tmp_path / 'bench.db'}"
-    upgrade_to_head(url)
-    engine = make_engine(url)
-    yield BenchmarkStore(engine)
-    engine.dispose()
-
-
 def measure(
-    sim: SimulatorProcess, workload: SweepWorkload | DepthWorkload, store: BenchmarkStore
+    sim: SimulatorProcess, workload: SweepWorkload | DepthWorkload, benchmark_store: BenchmarkStore
 ) -> RunRecord:
     sim.wait_event("ready")
     target, meta = discover(sim.base_url)
-    run = execute(Job(target, workload, meta), store)
-    stored = store.get(run.run_id)
+    run = execute(Job(target, workload, meta), benchmark_store)
+    stored = benchmark_store.get(run.run_id)
     assert stored is not None
     assert stored.status == run.status
     assert stored.results == run.results  # what is shown later is what was measured now
@@ -60,7 +47,7 @@ def levels(run: RunRecord) -> list[dict[str, Any]]:
     ("levels_", "requests", "tokens_per_s"), [([1, 8], 32, 50.0), ([64], 192, 25.0)], ids=["c1-c8", "c64"]
 )
 def test_ttft_and_itl_match_the_simulator_at_concurrency_1_8_and_64(
-    levels_: list[int], requests: int, tokens_per_s: float, store: BenchmarkStore
+    levels_: list[int], requests: int, tokens_per_s: float, benchmark_store: BenchmarkStore
 ) -> None:
     # 64 streams at 25 tokens/s (1,600 chunks/s) stay well inside what the simulator sends on
     # time on two cores beside the runner; output lengths vary (16 +- 4) as real replies do, so
@@ -75,7 +62,7 @@ def test_ttft_and_itl_match_the_simulator_at_concurrency_1_8_and_64(
             input_tokens=LengthSpec(mean=64),
             output_tokens=LengthSpec(mean=16, sd=4),
         )
-        run = measure(sim, workload, store)
+        run = measure(sim, workload, benchmark_store)
     assert run.status in (RunStatus.COMPLETE, RunStatus.INVALID), run.error
     itl_ms = 1000.0 / tokens_per_s
     for level in levels(run):
@@ -94,12 +81,12 @@ def test_ttft_and_itl_match_the_simulator_at_concurrency_1_8_and_64(
         assert level["ttfr_ms"]["p50"] < ttft_ms / 2, where
 
 
-def test_depth_pp_and_tg_match_the_configured_rates(store: BenchmarkStore) -> None:
+def test_depth_pp_and_tg_match_the_configured_rates(benchmark_store: BenchmarkStore) -> None:
     prefill, decode, slowdown = 2000.0, 50.0, 0.2
     args = ("--ttft-ms", "30", "--tokens-per-s", f"{decode:g}", "--prefill-tokens-per-s", f"{prefill:g}")
     with simulator("vllm", "depth", *args, "--decode-slowdown-per-1k", f"{slowdown:g}") as sim:
         workload = DepthWorkload(pp=[512], tg=[16], depths=[0, 1024, 2048], runs=3)
-        run = measure(sim, workload, store)
+        run = measure(sim, workload, benchmark_store)
     assert run.status in (RunStatus.COMPLETE, RunStatus.INVALID), run.error
     cells = run.results["cells"]
     assert [cell["depth"] for cell in cells] == [0, 1024, 2048]
@@ -115,13 +102,15 @@ def test_depth_pp_and_tg_match_the_configured_rates(store: BenchmarkStore) -> No
     assert cells[2]["tg_tps"]["mean"] < cells[0]["tg_tps"]["mean"]
 
 
-def test_prefix_cache_mode_measures_only_the_prompt_over_the_cached_context(store: BenchmarkStore) -> None:
+def test_prefix_cache_mode_measures_only_the_prompt_over_the_cached_context(
+    benchmark_store: BenchmarkStore,
+) -> None:
     prefill = 2000.0
     args = ("--ttft-ms", "30", "--tokens-per-s", "100", "--prefill-tokens-per-s", f"{prefill:g}")
     with simulator("vllm", "cached", *args) as sim:
         # pp 1024: half a second of prefill, so a few ms of noise stay well inside the 3%.
         workload = DepthWorkload(pp=[1024], tg=[8], depths=[2048], runs=3, prefix_cache=True)
-        run = measure(sim, workload, store)
+        run = measure(sim, workload, benchmark_store)
     (cell,) = run.results["cells"]
     # Nearly all of the context came from the cache (whole 16-token blocks), reported by the server.
     assert cell["cached_tokens"]["mean"] >= 2048 - 16, cell
@@ -130,17 +119,17 @@ def test_prefix_cache_mode_measures_only_the_prompt_over_the_cached_context(stor
     assert cell["ttft_ms"]["p50"] < 30 + (2048 + 1024) / prefill * 1000 * 0.6
 
 
-def test_a_fresh_prompt_per_run_defeats_the_prefix_cache(store: BenchmarkStore) -> None:
+def test_a_fresh_prompt_per_run_defeats_the_prefix_cache(benchmark_store: BenchmarkStore) -> None:
     prefill = 4000.0
     args = ("--ttft-ms", "10", "--tokens-per-s", "200", "--prefill-tokens-per-s", f"{prefill:g}")
     with simulator("vllm", "busted", *args) as sim:
-        run = measure(sim, DepthWorkload(pp=[1024], tg=[4], depths=[0], runs=4), store)
+        run = measure(sim, DepthWorkload(pp=[1024], tg=[4], depths=[0], runs=4), benchmark_store)
     (cell,) = run.results["cells"]
     assert cell["cached_tokens"]["mean"] < 16, cell  # at most a shared template block
     assert close(cell["pp_tps"]["mean"], prefill, abs_ms=0, rel=0.03), cell
 
 
-def test_throughput_bends_at_the_configured_batch_capacity(store: BenchmarkStore) -> None:
+def test_throughput_bends_at_the_configured_batch_capacity(benchmark_store: BenchmarkStore) -> None:
     batch = 8
     args = ("--ttft-ms", "10", "--tokens-per-s", "100", "--max-batch", str(batch))
     with simulator("vllm", "knee", *args) as sim:
@@ -150,7 +139,7 @@ def test_throughput_bends_at_the_configured_batch_capacity(store: BenchmarkStore
             input_tokens=LengthSpec(mean=32),
             output_tokens=LengthSpec(mean=32),
         )
-        run = measure(sim, workload, store)
+        run = measure(sim, workload, benchmark_store)
     by_c = {level["concurrency"]: level for level in levels(run)}
     tput = {c: by_c[c]["output_tokens_per_s"] for c in by_c}
     # Below the knee, twice the concurrency gives about twice the throughput ...
@@ -165,18 +154,20 @@ def test_throughput_bends_at_the_configured_batch_capacity(store: BenchmarkStore
     )
 
 
-@pytest.mark.parametrize("engine", ["vllm", "llamacpp"])
-def test_reasoning_tokens_count_for_ttft_and_the_answer_for_ttfa(engine: str, store: BenchmarkStore) -> None:
+@pytest.mark.parametrize("dialect", ["vllm", "llamacpp"])
+def test_reasoning_tokens_count_for_ttft_and_the_answer_for_ttfa(
+    dialect: str, benchmark_store: BenchmarkStore
+) -> None:
     thoughts, tokens_per_s = 10, 100.0
     args = ("--ttft-ms", "30", "--tokens-per-s", f"{tokens_per_s:g}", "--reasoning-tokens", str(thoughts))
-    with simulator(engine, "thinker", *args) as sim:
+    with simulator(dialect, "thinker", *args) as sim:
         workload = SweepWorkload(
             concurrency=[2],
             requests_per_level=8,
             input_tokens=LengthSpec(mean=16),
             output_tokens=LengthSpec(mean=24),
         )
-        run = measure(sim, workload, store)
+        run = measure(sim, workload, benchmark_store)
     (level,) = levels(run)
     assert close(level["ttft_ms"]["p50"], 30.0), level["ttft_ms"]
     # The answer starts after the thinking: TTFA = TTFT + the reasoning tokens' time.

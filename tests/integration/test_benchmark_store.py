@@ -19,20 +19,10 @@ from benchmark.export import CSV_COLUMNS, run_to_csv, run_to_json
 from benchmark.records import Channel, RequestRecord, RunRecord, RunStatus
 from db.benchmark_store import INTERRUPTED, BenchmarkStore, BenchmarkStoreUnwritable, UnknownRun
 from db.benchmark_tables import BenchmarkRequestRow
-from db.migrate import upgrade_to_head
-from db.session import make_engine
 from lifecycle.core.errors import StoreUnwritable
 from settings import Settings, sqlite_path
 
 PROMPT_MARKER = "PROMPT-TEXT-THAT-MUST-NOT-BE-STORED"
-
-
-@pytest.fixture
-def engine(settings: Settings) -> Iterator[Engine]:
-    upgrade_to_head(settings.db_url)
-    engine = make_engine(settings.db_url)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

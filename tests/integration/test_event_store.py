@@ -9,14 +9,12 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
 import pytest
 from sqlalchemy import Engine, text
 
-from db.migrate import upgrade_to_head
 from db.session import make_engine
 from db.store import AppendGaveUp, ConcurrencyConflict, EventStore
 from lifecycle.core.events import (
@@ -54,14 +52,6 @@ CYCLE: list[Event] = [
     StopIssued(),
     Stopped(exit_code=0),
 ]
-
-
-@pytest.fixture
-def engine(settings: Settings) -> Iterator[Engine]:
-    upgrade_to_head(settings.db_url)
-    engine = make_engine(settings.db_url)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture
