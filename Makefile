@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.stamp-run
 DEV_STAMP := $(VENV)/.stamp-dev
 
-.PHONY: run test lint format sim-image perf reliability clean
+.PHONY: run test lint format sim-image perf perf-benchmark reliability clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,14 @@ perf: $(DEV_STAMP)
 	$(BIN)/python -m perf.event_store
 	$(BIN)/python -m perf.control_plane
 	$(BIN)/python -m perf.simulator_timing
+
+# The benchmark's own benchmark: which HTTP client, how many chunks/s one runner sustains, and
+# agreement with AIPerf and llama-benchy, each installed on first use into its own venv under
+# .cache/perf-venvs (about 1.5 GB, never into .venv). Run it on a quiet machine.
+perf-benchmark: $(DEV_STAMP)
+	$(BIN)/python -m perf.http_clients
+	$(BIN)/python -m perf.benchmark_capacity
+	$(BIN)/python -m perf.benchmark_agreement
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts

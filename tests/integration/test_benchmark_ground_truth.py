@@ -43,6 +43,23 @@ def levels(run: RunRecord) -> list[dict[str, Any]]:
     return list(run.results["levels"])
 
 
+def vouched(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The levels (or cells) whose timing the runner vouches for.
+
+    On a starved machine the runner marks a level invalid, with its loop lag or send slip,
+    rather than report inflated latencies; that verdict is the product working. Such levels
+    are not held to the 2 ms: each must say why, and if none is left to judge the test skips
+    with the figures (the suite's timing bounds hold beside CPU burners; this one cannot).
+    """
+    for entry in entries:
+        if not entry["valid"]:
+            assert " ms > " in entry["invalid_reason"], entry["invalid_reason"]
+    valid = [entry for entry in entries if entry["valid"]]
+    if not valid:
+        pytest.skip("too busy to judge timing: " + "; ".join(e["invalid_reason"] for e in entries))
+    return valid
+
+
 @pytest.mark.parametrize(
     ("levels_", "requests", "tokens_per_s"), [([1, 8], 32, 50.0), ([64], 192, 25.0)], ids=["c1-c8", "c64"]
 )
@@ -69,14 +86,16 @@ def test_ttft_and_itl_match_the_simulator_at_concurrency_1_8_and_64(
         where = f"concurrency {level['concurrency']}"
         assert level["completed"] == requests, where
         assert level["errors"] == 0, where
-        assert close(level["ttft_ms"]["p50"], ttft_ms), (where, level["ttft_ms"])
-        assert close(level["itl_ms"]["p50"], itl_ms), (where, level["itl_ms"])
         # A chunk is not a token, but here each carries one: usage and frames must agree exactly.
         assert level["tokens_from_usage"] is True, where
         reconciliation = level["reconciliation"]
         assert reconciliation["flagged"] is False, (where, reconciliation)
         assert reconciliation["usage_tokens"] == reconciliation["frame_tokens"], (where, reconciliation)
         assert level["output_length_honoured"]["fraction"] == 1.0, where
+    for level in vouched(levels(run)):
+        where = f"concurrency {level['concurrency']}"
+        assert close(level["ttft_ms"]["p50"], ttft_ms), (where, level["ttft_ms"])
+        assert close(level["itl_ms"]["p50"], itl_ms), (where, level["itl_ms"])
         # The first response (the role-only frame) came long before the first token.
         assert level["ttfr_ms"]["p50"] < ttft_ms / 2, where
 
@@ -90,7 +109,7 @@ def test_depth_pp_and_tg_match_the_configured_rates(benchmark_store: BenchmarkSt
     assert run.status in (RunStatus.COMPLETE, RunStatus.INVALID), run.error
     cells = run.results["cells"]
     assert [cell["depth"] for cell in cells] == [0, 1024, 2048]
-    for cell in cells:
+    for cell in vouched(cells):
         prompt_tokens = cell["prompt_tokens"]["mean"]
         # The calibration hits the requested size within a few tokens (the simulator counts words).
         assert abs(prompt_tokens - (cell["pp"] + cell["depth"])) <= 0.02 * (cell["pp"] + cell["depth"]) + 4
@@ -111,7 +130,7 @@ def test_prefix_cache_mode_measures_only_the_prompt_over_the_cached_context(
         # pp 1024: half a second of prefill, so a few ms of noise stay well inside the 3%.
         workload = DepthWorkload(pp=[1024], tg=[8], depths=[2048], runs=3, prefix_cache=True)
         run = measure(sim, workload, benchmark_store)
-    (cell,) = run.results["cells"]
+    (cell,) = vouched(run.results["cells"])
     # Nearly all of the context came from the cache (whole 16-token blocks), reported by the server.
     assert cell["cached_tokens"]["mean"] >= 2048 - 16, cell
     assert close(cell["pp_tps"]["mean"], prefill, abs_ms=0, rel=0.03), cell
@@ -124,7 +143,7 @@ def test_a_fresh_prompt_per_run_defeats_the_prefix_cache(benchmark_store: Benchm
     args = ("--ttft-ms", "10", "--tokens-per-s", "200", "--prefill-tokens-per-s", f"{prefill:g}")
     with simulator("vllm", "busted", *args) as sim:
         run = measure(sim, DepthWorkload(pp=[1024], tg=[4], depths=[0], runs=4), benchmark_store)
-    (cell,) = run.results["cells"]
+    (cell,) = vouched(run.results["cells"])
     assert cell["cached_tokens"]["mean"] < 16, cell  # at most a shared template block
     assert close(cell["pp_tps"]["mean"], prefill, abs_ms=0, rel=0.03), cell
 
@@ -168,7 +187,7 @@ def test_reasoning_tokens_count_for_ttft_and_the_answer_for_ttfa(
             output_tokens=LengthSpec(mean=24),
         )
         run = measure(sim, workload, benchmark_store)
-    (level,) = levels(run)
+    (level,) = vouched(levels(run))
     assert close(level["ttft_ms"]["p50"], 30.0), level["ttft_ms"]
     # The answer starts after the thinking: TTFA = TTFT + the reasoning tokens' time.
     assert close(level["ttfa_ms"]["p50"], 30.0 + thoughts * 1000 / tokens_per_s), level["ttfa_ms"]
