@@ -109,7 +109,9 @@ def execute(
     saved: set[int] = set()
 
     def level_done(level: int, records: list[RequestRecord], samples: dict[str, list[float]]) -> None:
-        health.append(dict(runner_health(samples["lag_ms"], samples["slip_ms"])))
+        health.append(
+            {**runner_health(samples["lag_ms"], samples["slip_ms"]), "cpu_share": samples["cpu_share"][0]}
+        )
         store.add_requests(run.run_id, records)
         saved.update(id(r) for r in records)
 

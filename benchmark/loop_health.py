@@ -52,6 +52,24 @@ class LoopMonitor:
                 await self._task
 
 
+class CpuShare:
+    """This process's CPU time over wall time since the last call.
+
+    Near 1.0 the runner owns a whole core: its loop still keeps time (the lag check passes),
+    but reads start to hold several frames each, so their timestamps merge. Stored with each
+    level as a warning sign next to the lag.
+    """
+
+    def __init__(self) -> None:
+        self._cpu, self._wall = time.process_time(), time.perf_counter()
+
+    def share(self) -> float:
+        cpu, wall = time.process_time(), time.perf_counter()
+        share = (cpu - self._cpu) / max(wall - self._wall, 1e-9)
+        self._cpu, self._wall = cpu, wall
+        return round(share, 3)
+
+
 class CancelToken:
     """Set from any thread (a page button, Ctrl+C); the runner checks it between sends."""
 

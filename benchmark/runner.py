@@ -22,7 +22,7 @@ from typing import Final
 import aiohttp
 import uvloop
 
-from benchmark.loop_health import CancelToken, LoopMonitor
+from benchmark.loop_health import CancelToken, CpuShare, LoopMonitor
 from benchmark.prompts import Calibration, Messages, PromptFactory, user_messages
 from benchmark.records import RequestRecord
 from benchmark.transport import BodyOptions, RequestSpec, Target, new_session, send
@@ -106,6 +106,7 @@ class _Run:
         self.level_done = level_done
         self.outcome = RunOutcome(length_controls=options.length_controls)
         self.monitor = LoopMonitor()
+        self.cpu = CpuShare()
         self.start_ns = time.perf_counter_ns()
         self.session: aiohttp.ClientSession | None = None
         self._failures_in_a_row = 0
@@ -198,7 +199,7 @@ class _Run:
 
     def finish_level(self, level: int, records: list[RequestRecord]) -> None:
         slips = [(r.sent_ns - r.intended_ns) / 1e6 for r in records if r.sent_ns is not None and not r.warmup]
-        health = {"lag_ms": self.monitor.take(), "slip_ms": slips}
+        health = {"lag_ms": self.monitor.take(), "slip_ms": slips, "cpu_share": [self.cpu.share()]}
         self.outcome.health.append(health)
         self.outcome.records.extend(records)
         if self.level_done is not None:
@@ -310,6 +311,7 @@ async def _sweep_level(
         if began is not None:
             return began
         run.monitor.take()  # the level's health counts from its first measured request
+        run.cpu.share()
         began = run.now_ns()
         if workload.seconds_per_level:
             deadline = began + int(workload.seconds_per_level * 1e9)
@@ -445,6 +447,7 @@ async def _depth_cell(
     records: list[RequestRecord] = []
     began = run.now_ns()
     run.monitor.take()
+    run.cpu.share()
     for seq in range(workload.runs):
         if run.stopping:
             break
@@ -467,5 +470,14 @@ async def _depth_cell(
 
 def run_blocking(coro: Awaitable[RunOutcome]) -> RunOutcome:
     """Run on a fresh uvloop loop in this thread (the CLI's main thread, or a page's worker)."""
+    outcome: list[RunOutcome] = []
+
+    async def main() -> None:
+        # The result leaves through a list, not as the task's result: Python 3.11's Runner
+        # formats its SIGINT handler (which holds the task) with %r at cleanup, which would
+        # repr every record of a big run (a second per million frames).
+        outcome.append(await coro)
+
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coro)  # type: ignore[arg-type]
+        runner.run(main())
+    return outcome[0]

@@ -32,6 +32,9 @@ def measure(
     assert stored is not None
     assert stored.status == run.status
     assert stored.results == run.results  # what is shown later is what was measured now
+    # Each level keeps the runner's own CPU share beside its lag: a runner near a whole core
+    # starts merging frames into one read, which the lag alone does not show.
+    assert all(0 < health["cpu_share"] <= 4 for health in stored.health), stored.health
     return run
 
 
