@@ -35,6 +35,12 @@ _FORMATS: Final[Mapping[str, Callable[[Any], str]]] = {
     "ready": lambda v: "was ready" if v else "was starting",
     "instance": _plain("instance"),
     "pid": _plain("pid"),
+    # Benchmark runs: which run (python -m benchmark show RUN), what it measured, how it ended.
+    "run_id": _plain("run"),
+    "kind": lambda v: str(v),
+    "workload": lambda v: str(v),
+    "status": _plain("status"),
+    "summary": lambda v: str(v),
 }
 
 

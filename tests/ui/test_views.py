@@ -19,6 +19,8 @@ from inference import (
 )
 from lifecycle.core.events import (
     AppStarted,
+    BenchmarkFinished,
+    BenchmarkStarted,
     Crashed,
     Event,
     LoadRequested,
@@ -113,6 +115,10 @@ def test_details_read_as_a_sentence_and_hide_logs_and_secrets() -> None:
     assert text == "exit code 137, out of memory, reason: NGC_API_KEY=***"
     assert details(ReadyObserved(load_duration_s=12.345).payload()) == "took 12.35 s"
     assert details({"new_field": 1}) == "new_field: 1"  # events from a newer version still show
+    started = BenchmarkStarted(run_id="3f9a", kind="sweep", workload="concurrency 1,8 x 32 requests")
+    assert details(started.payload()) == "run 3f9a, sweep, concurrency 1,8 x 32 requests"
+    finished = BenchmarkFinished(run_id="3f9a", status="partial", summary="2 levels, 40 requests completed")
+    assert details(finished.payload()) == "run 3f9a, status partial, 2 levels, 40 requests completed"
 
 
 def test_rows_are_newest_first_and_filter_by_model_and_event() -> None:
