@@ -195,6 +195,11 @@ class LifecycleService:
             if state.phase not in RUNNING and not self._reconciler.acting_on(model_id):
                 availability = self._availability.refresh(spec)
                 if not availability.available:
+                    # The look at the port takes time: if meanwhile another click loaded the
+                    # model and the reconciler started it, the server found is our own. Decide
+                    # again on the state as it is now rather than refuse.
+                    if self._state(model_id).version != state.version or self._reconciler.acting_on(model_id):
+                        return decide(_version)
                     raise CannotLoad(f"{spec.name} can't be loaded: {availability.reason}")
             return [LoadRequested()]
 

@@ -692,3 +692,26 @@ def test_shutdown_stops_every_server_in_parallel_and_records_why(harness: Harnes
     assert [e.type for e in app] == ["AppStarted", "AppStopped"]
     assert isinstance(app[-1], AppStopped)
     assert app[-1].reason == "shutdown"
+
+
+def test_a_load_whose_look_at_the_port_finds_its_own_new_server_is_not_refused(
+    service: LifecycleService, fake: FakeRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race CI once caught: one click reads the model stopped and looks at its port; while it
+    looks, another click loads the model and the reconciler starts it; the look then finds that
+    server. It is the app's own, so the first click must not be refused."""
+    look = service._availability.refresh
+
+    def slow_look(spec: Any) -> Any:
+        monkeypatch.setattr(service._availability, "refresh", look)  # the other click looks normally
+        other = threading.Thread(target=service.load, args=(A,), kwargs={"actor": "api"})
+        other.start()
+        other.join(WAIT_S)
+        wait_for(lambda: fake.live(A) and not service.reconciler.acting_on(A), "the other click's start")
+        return look(spec)  # now sees a live server on the model's port
+
+    monkeypatch.setattr(service._availability, "refresh", slow_look)
+    service.load(A)  # decided again on the new state: already asked for, nothing to add
+    assert types(service, A).count("LoadRequested") == 1
+    assert service.wait(A, "ready", timeout_s=WAIT_S).phase == "ready"
+    assert fake.peak(A) == 1

@@ -11,6 +11,8 @@ from lifecycle.core.events import (
     Adopted,
     AppStarted,
     AppStopped,
+    BenchmarkFinished,
+    BenchmarkStarted,
     Crashed,
     Event,
     GaveUp,
@@ -287,6 +289,8 @@ def test_the_table_names_every_phase_and_refuses_shortcuts() -> None:
 # --- serialisation -------------------------------------------------------------------
 
 SAMPLES: list[Event] = [
+    BenchmarkStarted(run_id="3f9a0c1d2e4b", kind="sweep", workload="concurrency 1,8 x 32 requests"),
+    BenchmarkFinished(run_id="3f9a0c1d2e4b", status="complete", summary="2 levels, 64 requests completed"),
     LoadRequested(),
     UnloadRequested(reason="removed"),
     StartIssued(handle=HANDLE, attempt=3),
