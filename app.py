@@ -18,8 +18,8 @@ import streamlit as st
 from streamlit import config as streamlit_config
 
 import lifespan
-import service_access
-from lifecycle.api import endpoints, session
+from app_routes import api_routes
+from lifecycle.api import endpoints
 from lifecycle.core.events import redact_text
 from settings import get_settings
 
@@ -65,10 +65,7 @@ settings = get_settings()
 
 app = st.App(
     "Home.py",
-    routes=[
-        *endpoints.routes(service_access.get_service, settings.api_token, service_access.stopping),
-        *session.routes(settings.api_token),
-    ],
+    routes=api_routes(settings),
     middleware=endpoints.middleware(streamlit_bind()[0], settings.allowed_host_names()),
     lifespan=lifespan.lifespan(settings, streamlit_bind),
 )

@@ -18,9 +18,12 @@ import anyio
 from sqlalchemy.engine import make_url
 
 import service_access
+from benchmark.jobs import BenchmarkJobs
 from benchmark.orphans import close_orphans_at
+from db.benchmark_store import BenchmarkStore
 from db.lease import DatabaseInUse, InstanceLease
 from db.migrate import upgrade_to_head
+from db.session import make_engine
 from lifecycle.api.auth import check_exposure
 from lifecycle.service import LifecycleService
 from settings import Settings
@@ -156,11 +159,16 @@ async def _serving(settings: Settings) -> AsyncIterator[dict[str, Any]]:
     (migrations, Docker, process scans) stays off the event loop."""
     with _flag_exit_signals():
         service = await anyio.to_thread.run_sync(_start, settings)
+        jobs = BenchmarkJobs(service, BenchmarkStore(make_engine(settings.db_url)))
         service_access.publish(service)
+        service_access.publish_benchmarks((jobs, jobs.store))
         try:
             yield {"service": service, "settings": settings}
         finally:
+            service_access.publish_benchmarks(None)
             service_access.publish(None)
+            # Benchmarks first: each running one is saved as partial while its server still runs.
+            await anyio.to_thread.run_sync(jobs.shutdown)
             log.info("stopping the lifecycle service")
             # Not cancellable: the servers we manage must be stopped even when the loop winds down.
             await anyio.to_thread.run_sync(_shutdown, service)

@@ -13,10 +13,13 @@ import threading
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from benchmark.jobs import BenchmarkJobs
+    from db.benchmark_store import BenchmarkStore
     from lifecycle.service import LifecycleService
 
 _lock = threading.Lock()
 _service: LifecycleService | None = None
+_benchmarks: tuple[BenchmarkJobs, BenchmarkStore] | None = None
 _stopping = threading.Event()
 
 
@@ -33,6 +36,21 @@ def get_service() -> LifecycleService:
             "(or `make run`), which builds it at start and stops it at exit"
         )
     return service
+
+
+def get_benchmarks() -> tuple[BenchmarkJobs, BenchmarkStore]:
+    """The app's background benchmark runs and their store, published next to the service."""
+    with _lock:
+        benchmarks = _benchmarks
+    if benchmarks is None:
+        raise ServiceNotRunning("the benchmark service is not running: it starts and stops with the app")
+    return benchmarks
+
+
+def publish_benchmarks(benchmarks: tuple[BenchmarkJobs, BenchmarkStore] | None) -> None:
+    global _benchmarks
+    with _lock:
+        _benchmarks = benchmarks
 
 
 def stopping() -> bool:

@@ -192,7 +192,10 @@ def summarise(run: RunRecord, job: Job, outcome: RunOutcome) -> dict[str, Any]:
     _fill_cached_from_timings(records)
     counted = RunRecord(**{**run.__dict__, "requests": records})
     floor = outcome.latency_floor_ns or 0
-    summary = run_summary(counted, latency_floor_ns=floor, tokenize_tokens=_tokenize_totals(job, records))
+    # A cancelled or cut-short run is saved at once (the app may be exiting): no /tokenize round.
+    stopped_early = outcome.cancelled or outcome.cut_short is not None
+    tokenized = None if stopped_early else _tokenize_totals(job, records)
+    summary = run_summary(counted, latency_floor_ns=floor, tokenize_tokens=tokenized)
     calibration = outcome.calibration
     summary.update(
         latency_floor_ns=outcome.latency_floor_ns,
@@ -210,11 +213,11 @@ def summarise(run: RunRecord, job: Job, outcome: RunOutcome) -> dict[str, Any]:
 
 def verdict(run: RunRecord, outcome: RunOutcome) -> tuple[str, str | None]:
     entries = run.results.get("levels") or run.results.get("cells") or []
+    if outcome.cancelled:  # whatever it had measured by then, it is what the user stopped
+        return RunStatus.PARTIAL, "cancelled"
     if not any(entry.get("completed") for entry in entries):
         reason = outcome.cut_short or _first_error(outcome.records) or "no request completed"
         return RunStatus.FAILED, reason
-    if outcome.cancelled:
-        return RunStatus.PARTIAL, "cancelled"
     if outcome.cut_short:
         return RunStatus.PARTIAL, outcome.cut_short
     invalid = [entry for entry in entries if entry.get("valid") is False]

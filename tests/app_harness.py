@@ -16,8 +16,8 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 import lifespan
-import service_access
-from lifecycle.api import endpoints, session
+from app_routes import api_routes
+from lifecycle.api import endpoints
 from settings import Settings
 from tests.settings_support import FAST, isolated_settings
 
@@ -35,10 +35,7 @@ def serve(settings: Settings, bind: tuple[str, int] = ("127.0.0.1", 8080)) -> It
     """The API under its lifespan, started and stopped with the test client; ``bind`` stands in
     for the address the HTTP server would report."""
     app = Starlette(
-        routes=[
-            *endpoints.routes(service_access.get_service, settings.api_token, service_access.stopping),
-            *session.routes(settings.api_token),
-        ],
+        routes=api_routes(settings),
         middleware=endpoints.middleware(bind[0], settings.allowed_host_names()),
         lifespan=lifespan.lifespan(settings, lambda: bind),
     )

@@ -45,7 +45,7 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 import anyio
@@ -328,11 +328,16 @@ class Api:
 
 
 def routes(
-    service: ServiceProvider, token: SecretStr | None, stopping: StopFlag = lambda: False
+    service: ServiceProvider,
+    token: SecretStr | None,
+    stopping: StopFlag = lambda: False,
+    extra: Sequence[BaseRoute] = (),
 ) -> list[BaseRoute]:
     """The /api mount: bearer auth (health exempt) outside, JSON routing errors inside.
 
     ``stopping`` says the process was told to exit; long waits then end early with 503.
+    ``extra`` routes (the benchmark's) share the mount, so its auth and errors apply to them;
+    they come in from the app, as the lifecycle never imports what builds on it.
     """
     api = Api(service, stopping)
     return [
@@ -346,6 +351,7 @@ def routes(
                 Route("/models/{model_id}/unload", api.unload, methods=["POST"]),
                 Route("/models/{model_id}/logs", api.logs, methods=["GET"]),
                 Route("/events", api.events, methods=["GET"]),
+                *extra,
             ],
             middleware=[
                 Middleware(BearerAuthMiddleware, token=token, public_paths=["/health"]),
