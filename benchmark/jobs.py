@@ -38,6 +38,7 @@ DONE: Final = "done"
 CANCELLED: Final = "cancelled"  # before it started: nothing was measured or stored
 LOAD_TIMEOUT_S: Final = 900.0
 STOP_WAIT_S: Final = 10.0
+WAIT_SLICE_S: Final = 0.5
 
 
 class ModelNotLoaded(LifecycleError):
@@ -212,14 +213,12 @@ class BenchmarkJobs:
                 log.exception("benchmark %s on %s failed", job.run_id, model_id)
                 job.error = f"the run failed: {exc!r}"
             finally:
-                job.state = DONE
+                if job.state != CANCELLED:  # cancelled before it measured anything: nothing stored
+                    job.state = DONE
 
     def _run(self, job: JobState) -> None:
-        if job.load:
-            status = self._service.wait(job.model_id, "ready", LOAD_TIMEOUT_S)
-            if not status.loaded:
-                job.status, job.error = RunStatus.FAILED, f"{job.model_id} did not load: {status.status}"
-                return
+        if job.load and not self._wait_loaded(job):
+            return
         if job.cancel.cancelled:
             job.state = CANCELLED
             return
@@ -234,6 +233,19 @@ class BenchmarkJobs:
             spec, self.store, self._service, progress=self._on_progress(job), cancel=job.cancel, run=run
         )
         job.status, job.error = record.status, record.error
+
+    def _wait_loaded(self, job: JobState) -> bool:
+        """Wait for the model to be ready, in slices, so a cancel or the app's exit ends the wait."""
+        deadline = time.monotonic() + LOAD_TIMEOUT_S
+        while not job.cancel.cancelled:
+            status = self._service.wait(job.model_id, "ready", WAIT_SLICE_S)
+            if status.loaded:
+                return True
+            if status.phase == "failed" or time.monotonic() > deadline:
+                job.status, job.error = RunStatus.FAILED, f"{job.model_id} did not load: {status.status}"
+                return False
+        job.state = CANCELLED
+        return False
 
     @staticmethod
     def _on_progress(job: JobState) -> Callable[[Progress], None]:
