@@ -14,6 +14,7 @@ st.set_page_config(page_title="DxGChatBenchMark", page_icon=":material/memory:",
 page = st.navigation(
     [
         st.Page("pages/chat.py", title="Chat", icon=":material/chat:", default=True),
+        st.Page("pages/benchmark.py", title="Benchmark", icon=":material/speed:"),
         st.Page("pages/history.py", title="History", icon=":material/history:"),
         st.Page("pages/logs.py", title="Logs", icon=":material/article:"),
     ],

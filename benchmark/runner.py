@@ -121,6 +121,8 @@ class _Run:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        # A cancel that came after the watcher's last look still makes the run a cancelled one.
+        self.outcome.cancelled = self.outcome.cancelled or self.cancel.cancelled
         self._watch.cancel()
         await self.monitor.stop()
         if self.session is not None:

@@ -15,7 +15,7 @@ import streamlit as st
 
 from lifecycle.core.status_view import ModelStatus
 from lifecycle.service import LifecycleError, LifecycleService, UnknownModel
-from service_access import get_service
+from service_access import ServiceNotRunning, get_benchmarks, get_service
 from ui.chips import DIALOG_KEY
 from ui.dialog_view import LOAD_LABEL, RETRY_LABEL, UNLOAD_LABEL, Action, DialogView, dialog_view
 from ui.format import dot_md, escape_md
@@ -26,11 +26,38 @@ LIVE_S: Final = 1.0
 LOG_LINES: Final = 30
 LOG_HEIGHT_PX: Final = 200
 ERROR_KEY: Final = "dialog_error"  # the last refused command, shown until the next one
+CONFIRM_KEY: Final = "dialog_confirm_unload"  # a model being benchmarked: Unload asks first
 
 
 def close_dialog() -> None:
     st.session_state.pop(DIALOG_KEY, None)
     st.session_state.pop(ERROR_KEY, None)
+    st.session_state.pop(CONFIRM_KEY, None)
+
+
+def _benchmarked(model_id: str) -> bool:
+    try:
+        return get_benchmarks()[0].busy(model_id)
+    except ServiceNotRunning:
+        return False  # no benchmark service, so nothing to interrupt
+
+
+def _ask_unload(model_id: str) -> None:
+    """Unload callback: a model with a benchmark queued or running asks first (unloading it
+    cuts the run short); any other model unloads at once."""
+    if _benchmarked(model_id):
+        st.session_state[CONFIRM_KEY] = model_id
+    else:
+        _command(model_id, Action.UNLOAD)
+
+
+def _confirmed_unload(model_id: str) -> None:
+    st.session_state.pop(CONFIRM_KEY, None)
+    _command(model_id, Action.UNLOAD)
+
+
+def _keep_loaded() -> None:
+    st.session_state.pop(CONFIRM_KEY, None)
 
 
 def _command(model_id: str, action: Action) -> None:
@@ -73,7 +100,9 @@ def _buttons(model_id: str, view: DialogView) -> None:
                 args=(model_id, action),
             )
         elif action == Action.UNLOAD:
-            st.button(UNLOAD_LABEL, key="dialog-unload", on_click=_command, args=(model_id, action))
+            st.button(UNLOAD_LABEL, key="dialog-unload", on_click=_ask_unload, args=(model_id,))
+            if st.session_state.get(CONFIRM_KEY) == model_id:
+                _confirm_unload(model_id)
         else:
             st.button(
                 RETRY_LABEL,
@@ -83,6 +112,17 @@ def _buttons(model_id: str, view: DialogView) -> None:
                 on_click=_command,
                 args=(model_id, action),
             )
+
+
+def _confirm_unload(model_id: str) -> None:
+    st.warning(
+        "A benchmark is queued or running on this model. Unloading it now cuts the run short "
+        "(what it measured so far is kept as partial).",
+        icon=":material/speed:",
+    )
+    with st.container(horizontal=True):
+        st.button("Unload anyway", key="dialog-unload-confirm", on_click=_confirmed_unload, args=(model_id,))
+        st.button("Keep it loaded", key="dialog-unload-keep", on_click=_keep_loaded)
 
 
 def _log_tail(service: LifecycleService, model_id: str) -> None:
