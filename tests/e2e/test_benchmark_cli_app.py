@@ -8,14 +8,17 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from db.benchmark_store import BenchmarkStore
+from db.session import make_engine
 from tests.catalogs import sim_process
 from tests.e2e.app_process import CLEAN_EXIT, SHUTDOWN_BUDGET_S, AppFiles, app_files, start_app
-from tests.support import REPO_ROOT, free_port
+from tests.support import REPO_ROOT, free_port, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -56,3 +59,38 @@ def test_load_through_the_app_then_benchmark_and_audit(files: AppFiles, tmp_path
         assert finished.actor == "benchmark"
     finally:
         assert app.signal(signal.SIGTERM, SHUTDOWN_BUDGET_S) in CLEAN_EXIT, app.output()
+
+
+def test_sigterm_during_a_run_saves_it_as_partial_and_still_stops_every_server_in_time(
+    files: AppFiles,
+) -> None:
+    app = start_app(files)
+    app.load("sim-bench")
+    workload = {
+        "kind": "sweep",
+        "concurrency": [2],
+        "requests_per_level": 5000,
+        "output_tokens": {"mean": 64},
+    }
+    answer = app.client.post("/api/benchmarks", json={"models": ["sim-bench"], "workload": workload})
+    assert answer.status_code == 202, answer.text
+    run_id = answer.json()["runs"][0]["run_id"]
+    wait_until(
+        lambda: app.client.get(f"/api/benchmarks/{run_id}").json().get("progress"), 30, what="progress"
+    )
+    started = time.monotonic()
+    assert app.signal(signal.SIGTERM, SHUTDOWN_BUDGET_S) in CLEAN_EXIT, app.output()
+    wait_until(
+        lambda: not files.servers(), SHUTDOWN_BUDGET_S - (time.monotonic() - started), what="no servers"
+    )
+    engine = make_engine(files.db_url)
+    try:
+        stored = BenchmarkStore(engine).get(run_id, with_requests=False)
+    finally:
+        engine.dispose()
+    assert stored is not None
+    assert (stored.status, stored.error) == ("partial", "cancelled")
+    assert sum(level["completed"] or 0 for level in stored.results["levels"]) > 0
+    types = [e.type for e in files.events("sim-bench")]
+    # The run was closed while its server still ran; then the shutdown stopped the server.
+    assert types.index("BenchmarkFinished") < len(types) - 1 - types[::-1].index("Stopped")
