@@ -335,9 +335,10 @@ async def _sweep_level(
                 await run.request(spec(), warm)
             since = start_measuring()
             while more(seq := next(counter)):
+                request = spec()  # built first: the prompt is the client's work, not send slip
                 record = RequestRecord(index, seq, run.now_ns())
                 records.append(record)
-                await run.request(spec(), record, keep_text=seq < TEXT_KEPT)
+                await run.request(request, record, keep_text=seq < TEXT_KEPT)
                 run.report(index, levels, label, records, total, since)
 
         await asyncio.gather(*(worker() for _ in range(int(value))))
