@@ -22,10 +22,9 @@ errors apply); they reach the lifecycle only through ``BenchmarkJobs`` and the s
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Final
 
 from pydantic import ValidationError
@@ -40,8 +39,7 @@ from benchmark.presets import preset
 from benchmark.records import RunRecord, RunStatus
 from benchmark.workload import DepthWorkload, SweepWorkload, Workload
 from db.benchmark_store import BenchmarkStore
-from lifecycle.api.errors import ApiError, error_response
-from lifecycle.core.errors import LifecycleError
+from lifecycle.api.errors import ApiError, json_errors
 from lifecycle.core.events import MODEL_ID_RE
 
 log = logging.getLogger(__name__)
@@ -55,22 +53,6 @@ WORKLOADS: Final[dict[str, type[SweepWorkload] | type[DepthWorkload]]] = {
 _RUN_ID_CHARS: Final = frozenset("0123456789abcdef")
 
 JobsProvider = Callable[[], tuple[BenchmarkJobs, BenchmarkStore]]
-
-
-def _json_errors(handler: Callable[[BenchmarkApi, Request], Awaitable[Response]]) -> Any:
-    @functools.wraps(handler)
-    async def endpoint(self: BenchmarkApi, request: Request) -> Response:
-        try:
-            return await handler(self, request)
-        except ApiError as exc:
-            return error_response(exc.status_code, exc.error, exc.detail, **exc.extra)
-        except LifecycleError as exc:
-            return error_response(exc.status_code, exc.error, str(exc))
-        except Exception:
-            log.exception("API %s %s failed", request.method, request.url.path)
-            return error_response(500, "internal_error", "unexpected error; the app's log has the details")
-
-    return endpoint
 
 
 def _invalid(detail: str, field: str | None = None) -> ApiError:
@@ -150,7 +132,7 @@ class BenchmarkApi:
                 503, "not_running", "the benchmark service is not running (starting or stopping)"
             ) from exc
 
-    @_json_errors
+    @json_errors
     async def start(self, request: Request) -> Response:
         try:
             body = json.loads(await request.body() or b"null")
@@ -171,7 +153,7 @@ class BenchmarkApi:
         runs = await run_in_threadpool(submit_all)
         return JSONResponse({"runs": runs}, status_code=202)
 
-    @_json_errors
+    @json_errors
     async def runs(self, request: Request) -> Response:
         query = request.query_params
         try:
@@ -192,7 +174,7 @@ class BenchmarkApi:
         _, store = self._parts()
         return await run_in_threadpool(store.get, run_id)
 
-    @_json_errors
+    @json_errors
     async def run(self, request: Request) -> Response:
         run_id = _run_id(request)
         jobs, _ = self._parts()
@@ -205,7 +187,7 @@ class BenchmarkApi:
             body.update(state="done", status=stored.status, error=stored.error)
         return JSONResponse(body)
 
-    @_json_errors
+    @json_errors
     async def cancel(self, request: Request) -> Response:
         run_id = _run_id(request)
         jobs, _ = self._parts()
@@ -216,7 +198,7 @@ class BenchmarkApi:
             raise ApiError(409, "finished", f"benchmark run {run_id} has already finished")
         return JSONResponse(jobs.view(jobs.cancel(run_id)), status_code=202)
 
-    @_json_errors
+    @json_errors
     async def export(self, request: Request) -> Response:
         run_id = _run_id(request)
         fmt = request.query_params.get("format", "json")

@@ -16,7 +16,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
 from benchmark.execute import Job, execute, new_run
@@ -83,16 +83,12 @@ class JobState:
 
 
 def _progress(update: Progress) -> dict[str, Any]:
-    eta = update.eta_s
+    eta, ttft = update.eta_s, update.last_ttft_ms
     return {
-        "level": update.level,
-        "label": update.label,
-        "done": update.done,
-        "total": update.total,
-        "errors": update.errors,
+        **asdict(update),
         "elapsed_s": round(update.elapsed_s, 3),
         "eta_s": round(eta, 1) if eta is not None else None,
-        "last_ttft_ms": round(update.last_ttft_ms, 2) if update.last_ttft_ms is not None else None,
+        "last_ttft_ms": round(ttft, 2) if ttft is not None else None,
     }
 
 

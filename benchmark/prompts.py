@@ -20,6 +20,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from benchmark import fit
+
 CORPUS_DIR = Path(__file__).resolve().parent / "corpus"
 MAX_LENGTH = 1_000_000  # a wide sd must not draw a length no server takes
 Messages = list[dict[str, Any]]
@@ -61,18 +63,11 @@ class Calibration:
     def fit(cls, samples: list[tuple[int, int]]) -> Calibration:
         """From (words, server prompt tokens) pairs: a least-squares line, or the default when
         the samples cannot define one."""
-        if len(samples) < 2:
+        fitted = fit.line(samples)
+        if fitted is None or fitted[0] <= 0:
             return cls()
-        n = len(samples)
-        mean_w = sum(w for w, _ in samples) / n
-        mean_t = sum(t for _, t in samples) / n
-        var_w = sum((w - mean_w) ** 2 for w, _ in samples)
-        if var_w == 0:
-            return cls()
-        slope = sum((w - mean_w) * (t - mean_t) for w, t in samples) / var_w
-        if slope <= 0:
-            return cls()
-        return cls(per_word=slope, overhead=max(0.0, mean_t - slope * mean_w))
+        slope, intercept = fitted
+        return cls(per_word=slope, overhead=max(0.0, intercept))
 
 
 class PromptFactory:

@@ -22,6 +22,7 @@ from typing import Final
 import aiohttp
 import uvloop
 
+from benchmark import fit
 from benchmark.loop_health import CancelToken, CpuShare, LoopMonitor
 from benchmark.prompts import Calibration, Messages, PromptFactory, user_messages
 from benchmark.records import RequestRecord
@@ -425,14 +426,10 @@ def floor_from(points: Sequence[tuple[int, int]]) -> int | None:
     for tokens, ttft in points:
         best[tokens] = min(ttft, best.get(tokens, ttft))
     least = min(best.values())
-    if len(best) < 2:
+    fitted = fit.line(list(best.items()))
+    if fitted is None:
         return least
-    xs, ys = list(best), list(best.values())
-    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
-    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sum(
-        (x - mean_x) ** 2 for x in xs
-    )
-    intercept = mean_y - slope * mean_x
+    slope, intercept = fitted
     # A line that slopes down or crosses below zero is noise, not a floor.
     return int(intercept) if slope > 0 and 0 < intercept <= least else least
 

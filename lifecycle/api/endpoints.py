@@ -45,7 +45,7 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 import anyio
@@ -59,12 +59,12 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from lifecycle.api.auth import AUTHENTICATED, BearerAuthMiddleware
-from lifecycle.api.errors import ApiError, error_response
+from lifecycle.api.errors import ApiError, error_response, json_errors
 from lifecycle.api.path_guard import ApiPathGuard
 from lifecycle.api.request_guard import HostPolicy, RequestGuard
 from lifecycle.api.session import AUTH_PREFIX
 from lifecycle.core.events import MODEL_ID_RE, RecordedEvent, model_id_of, redact
-from lifecycle.service import LifecycleError, ModelStatus
+from lifecycle.service import ModelStatus
 
 if TYPE_CHECKING:
     from lifecycle.service import LifecycleService
@@ -92,25 +92,6 @@ N = TypeVar("N", int, float)
 ServiceProvider = Callable[[], "LifecycleService"]
 StopFlag = Callable[[], bool]
 Until = Literal["ready", "stopped"]
-
-
-def _json_errors(handler: Callable[[Api, Request], Awaitable[Response]]) -> Callable[[Api, Request], Any]:
-    """Turn every failure of ``handler`` into the JSON error shape; nothing escapes as a 500 page."""
-
-    @functools.wraps(handler)
-    async def endpoint(self: Api, request: Request) -> Response:
-        try:
-            return await handler(self, request)
-        except ApiError as exc:
-            return error_response(exc.status_code, exc.error, exc.detail, **exc.extra)
-        except LifecycleError as exc:
-            return error_response(exc.status_code, exc.error, str(exc))
-        except Exception:
-            # The path only: query strings are the client's business, and the traceback stays here.
-            log.exception("API %s %s failed", request.method, request.url.path)
-            return error_response(500, "internal_error", "unexpected error; the app's log has the details")
-
-    return endpoint
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -263,7 +244,7 @@ class Api:
             if status.phase in GOALS[until] or remaining <= WAIT_SLICE_S or self._stopping():
                 return status
 
-    @_json_errors
+    @json_errors
     async def health(self, request: Request) -> Response:
         report = await run_in_threadpool(self._service().health)
         status_code = 200 if report.get("ok") else 503
@@ -272,12 +253,12 @@ class Api:
             return JSONResponse({"ok": bool(report.get("ok"))}, status_code=status_code)
         return JSONResponse(report, status_code=status_code)
 
-    @_json_errors
+    @json_errors
     async def models(self, request: Request) -> Response:
         statuses = await run_in_threadpool(self._service().status)
         return JSONResponse({"models": [s.to_json() for s in statuses]})
 
-    @_json_errors
+    @json_errors
     async def model(self, request: Request) -> Response:
         model_id = model_id_param(request.path_params["model_id"])
         service = self._service()
@@ -285,11 +266,11 @@ class Api:
         events = await run_in_threadpool(service.history, model_id, DETAIL_EVENTS)
         return JSONResponse({**status.to_json(), "events": [event_json(e) for e in events]})
 
-    @_json_errors
+    @json_errors
     async def load(self, request: Request) -> Response:
         return await self._command(request, "load")
 
-    @_json_errors
+    @json_errors
     async def unload(self, request: Request) -> Response:
         return await self._command(request, "unload")
 
@@ -306,7 +287,7 @@ class Api:
         until: Until = "ready" if command == "load" else "stopped"
         return wait_outcome(await self._wait(service, model_id, until, timeout_s), until, timeout_s)
 
-    @_json_errors
+    @json_errors
     async def logs(self, request: Request) -> Response:
         model_id = model_id_param(request.path_params["model_id"])
         tail = int_param(request, "tail", 200, 1, 5000)
@@ -316,7 +297,7 @@ class Api:
             return PlainTextResponse(text)
         return JSONResponse({"model": model_id, "tail": tail, "lines": text.splitlines()})
 
-    @_json_errors
+    @json_errors
     async def events(self, request: Request) -> Response:
         after = int_param(request, "after", 0, 0, 2**63 - 1)
         limit = int_param(request, "limit", 100, 1, 1000)

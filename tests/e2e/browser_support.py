@@ -10,12 +10,15 @@ import colorsys
 import contextlib
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from tests.support import skip_or_fail
+import pytest
+
+from tests.e2e.conftest import FAILED_KEY
+from tests.support import REPO_ROOT, skip_or_fail
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Locator, Page
@@ -97,3 +100,33 @@ def open_dialog(page: Page, model_id: str, timeout_s: float) -> Locator:
             if time.monotonic() >= deadline:
                 raise
     return dialog
+
+
+ARTIFACTS: Final = REPO_ROOT / "test-artifacts"
+PAGE_TIMEOUT_MS: Final = 30_000
+
+
+def shot(page: Page, name: str) -> Path:
+    """A screenshot in test-artifacts/ (CI keeps them)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path))
+    return path
+
+
+@contextmanager
+def user_tab(
+    browser: Browser, viewport: dict[str, int], request: pytest.FixtureRequest, app_output: Callable[[], str]
+) -> Iterator[Page]:
+    """A new user's tab (no cookies, no session); if the test failed, what the user saw and
+    what the app said land next to the failure."""
+    context = browser.new_context(viewport=viewport)
+    context.set_default_timeout(PAGE_TIMEOUT_MS)
+    tab = context.new_page()
+    try:
+        yield tab
+        if request.node.stash.get(FAILED_KEY, False):
+            shot(tab, f"failed-{request.node.name}")
+            print(app_output()[-5000:])
+    finally:
+        context.close()

@@ -29,17 +29,14 @@ import pytest
 
 from tests.catalogs import sim_process, write_catalog
 from tests.e2e.app_process import AppFiles, RunningApp, start_app
-from tests.e2e.browser_support import VIEWPORT, chromium
-from tests.e2e.conftest import FAILED_KEY
-from tests.support import REPO_ROOT, free_port, kill_instance, wait_until
+from tests.e2e.browser_support import VIEWPORT, chromium, shot, user_tab
+from tests.support import free_port, kill_instance, wait_until
 
 if TYPE_CHECKING:
     from playwright.sync_api import Locator, Page
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-ARTIFACTS: Final = REPO_ROOT / "test-artifacts"
-PAGE_TIMEOUT_MS: Final = 30_000
 FAST, SLOW = "sim-fast", "sim-slow"
 # 400 vs 100 tokens/s and 5 vs 40 ms to the first token: the fast model wins on every latency.
 MODELS: Final = {FAST: ("400", "5"), SLOW: ("100", "40")}
@@ -84,24 +81,8 @@ def app(tmp_path: Path) -> Iterator[RunningApp]:
 
 @pytest.fixture
 def page(app: RunningApp, request: pytest.FixtureRequest) -> Iterator[Page]:
-    with chromium() as browser:
-        context = browser.new_context(viewport=TALL)
-        context.set_default_timeout(PAGE_TIMEOUT_MS)
-        tab = context.new_page()
-        try:
-            yield tab
-            if request.node.stash.get(FAILED_KEY, False):
-                shot(tab, f"failed-{request.node.name}")
-                print(app.output()[-5000:])
-        finally:
-            context.close()
-
-
-def shot(page: Page, name: str) -> Path:
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path))
-    return path
+    with chromium() as browser, user_tab(browser, TALL, request, app.output) as tab:
+        yield tab
 
 
 def keyed(page: Page, key: str) -> Locator:

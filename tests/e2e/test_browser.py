@@ -22,20 +22,27 @@ import pytest
 from simulator.tokens import expected_text
 from tests.catalogs import sim_process, write_catalog
 from tests.e2e.app_process import AppFiles, RunningApp, start_app
-from tests.e2e.browser_support import VIEWPORT, chip, chromium, dot_colour, open_dialog
-from tests.e2e.conftest import FAILED_KEY
-from tests.support import REPO_ROOT, free_port, kill_instance, wait_until
+from tests.e2e.browser_support import (
+    ARTIFACTS,
+    PAGE_TIMEOUT_MS,
+    VIEWPORT,
+    chip,
+    chromium,
+    dot_colour,
+    open_dialog,
+    shot,
+    user_tab,
+)
+from tests.support import free_port, kill_instance, wait_until
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Locator, Page
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-ARTIFACTS: Final = REPO_ROOT / "test-artifacts"
 STARTUP_S: Final = 1.5  # the simulated model's load time
 STREAM_TOKENS: Final = 60
 STREAM_RATE: Final = 10  # tokens/s: a 6 s reply, across six ticks of the chips' 1 s refresh
-PAGE_TIMEOUT_MS: Final = 30_000
 # A chip redraws on a 1 s refresh; after a streamed reply it must be right within this long.
 CHIP_CATCH_UP_S: Final = 5.0
 timings: dict[str, float] = {}
@@ -92,24 +99,8 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser, app: RunningApp, request: pytest.FixtureRequest) -> Iterator[Page]:
-    context = browser.new_context(viewport=VIEWPORT)  # a new user: no cookies, no session
-    context.set_default_timeout(PAGE_TIMEOUT_MS)
-    tab = context.new_page()
-    try:
+    with user_tab(browser, VIEWPORT, request, app.output) as tab:
         yield tab
-        if request.node.stash.get(FAILED_KEY, False):
-            # What the user saw, and what the app said, next to the failure.
-            shot(tab, f"failed-{request.node.name}")
-            print(app.output()[-5000:])
-    finally:
-        context.close()
-
-
-def shot(page: Page, name: str) -> Path:
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path))
-    return path
 
 
 def elapsed(since: float) -> float:
