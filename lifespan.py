@@ -159,7 +159,7 @@ async def _serving(settings: Settings) -> AsyncIterator[dict[str, Any]]:
     (migrations, Docker, process scans) stays off the event loop."""
     with _flag_exit_signals():
         service = await anyio.to_thread.run_sync(_start, settings)
-        jobs = BenchmarkJobs(service, BenchmarkStore(make_engine(settings.db_url)))
+        jobs = BenchmarkJobs(service, BenchmarkStore(make_engine(settings.db_url)), settings.db_url)
         service_access.publish(service)
         service_access.publish_benchmarks((jobs, jobs.store))
         try:

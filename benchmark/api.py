@@ -37,7 +37,7 @@ from benchmark.export import run_to_csv, run_to_json
 from benchmark.jobs import BenchmarkJobs
 from benchmark.presets import preset
 from benchmark.records import RunRecord, RunStatus
-from benchmark.workload import DepthWorkload, SweepWorkload, Workload
+from benchmark.workload import WORKLOADS, Workload
 from db.benchmark_store import BenchmarkStore
 from lifecycle.api.errors import ApiError, json_errors
 from lifecycle.core.events import MODEL_ID_RE
@@ -46,10 +46,6 @@ log = logging.getLogger(__name__)
 
 ACTOR: Final = "api"
 LIST_LIMIT_MAX: Final = 500
-WORKLOADS: Final[dict[str, type[SweepWorkload] | type[DepthWorkload]]] = {
-    "sweep": SweepWorkload,
-    "depth": DepthWorkload,
-}
 _RUN_ID_CHARS: Final = frozenset("0123456789abcdef")
 
 JobsProvider = Callable[[], tuple[BenchmarkJobs, BenchmarkStore]]

@@ -78,7 +78,7 @@ def new_run(job: Job) -> RunRecord:
     )
 
 
-def _audit(
+def record_audit(
     audit: AuditSink | None, model_id: str | None, event: BenchmarkStarted | BenchmarkFinished
 ) -> None:
     if audit is None or model_id is None:
@@ -100,7 +100,7 @@ def execute(
 ) -> RunRecord:
     run = run or new_run(job)
     store.create(run)
-    _audit(
+    record_audit(
         audit,
         run.model_id,
         BenchmarkStarted(run_id=run.run_id, kind=run.kind, workload=job.workload.summary()),
@@ -127,7 +127,7 @@ def execute(
     run.status, run.error = verdict(run, outcome)
     run.ended_at = round(time.time(), 3)
     store.finish(run.run_id, run.status, run.ended_at, run.error, run.health, run.results)
-    _audit(
+    record_audit(
         audit, run.model_id, BenchmarkFinished(run_id=run.run_id, status=run.status, summary=headline(run))
     )
     return run

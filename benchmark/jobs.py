@@ -3,9 +3,10 @@
 A page reload, a closed tab or a second browser only changes who is watching.
 One model runs one benchmark at a time (two at once would measure each other);
 others wait in that model's queue, and different models run side by side. Each
-run goes through ``benchmark.execute`` like the command line's, so it is stored
-as it goes and lands in the model's audit stream. At exit the app cancels them
-all: each is saved as partial before the servers are stopped.
+run goes through ``benchmark.execute`` like the command line's, in a process of its own
+(``benchmark.worker``: the page scripts and the reconciler never share its event loop or
+its GIL), so it is stored as it goes and lands in the model's audit stream. At exit the
+app cancels them all: each is saved as partial before the servers are stopped.
 """
 
 from __future__ import annotations
@@ -16,15 +17,15 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Final
 
-from benchmark.execute import Job, execute, new_run
 from benchmark.loop_health import CancelToken
-from benchmark.records import RunRecord, RunStatus
-from benchmark.runner import Progress
+from benchmark.records import RunStatus
+from benchmark.run_process import RunProcess
 from benchmark.server_info import TargetError
 from benchmark.targets import catalog_entry, model_target
+from benchmark.worker_protocol import RunSpec
 from benchmark.workload import Workload
 from db.benchmark_store import BenchmarkStore
 from lifecycle.core.errors import LifecycleError
@@ -82,20 +83,12 @@ class JobState:
         }
 
 
-def _progress(update: Progress) -> dict[str, Any]:
-    eta, ttft = update.eta_s, update.last_ttft_ms
-    return {
-        **asdict(update),
-        "elapsed_s": round(update.elapsed_s, 3),
-        "eta_s": round(eta, 1) if eta is not None else None,
-        "last_ttft_ms": round(ttft, 2) if ttft is not None else None,
-    }
-
-
 class BenchmarkJobs:
-    def __init__(self, service: LifecycleService, store: BenchmarkStore) -> None:
+    def __init__(self, service: LifecycleService, store: BenchmarkStore, db_url: str) -> None:
         self._service = service
         self.store = store
+        self._db_url = db_url  # where each run's process writes it
+        self._processes: dict[str, RunProcess] = {}
         self._lock = threading.Lock()
         self._jobs: dict[str, JobState] = {}
         self._queues: dict[str, deque[JobState]] = {}
@@ -160,6 +153,14 @@ class BenchmarkJobs:
         deadline = time.monotonic() + wait_s
         for worker in workers:
             worker.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            stuck = list(self._processes.values())
+        for process in stuck:  # it did not save within the bound; the servers must stop anyway
+            log.warning("benchmark %s did not stop within %.0f s; killing it", process.spec.run_id, wait_s)
+            process.kill()
+        if stuck:  # what its levels saved stays, as partial
+            reason = f"the app stopped and the run did not end within {wait_s:.0f} s"
+            self.store.mark_interrupted([process.spec.run_id for process in stuck], reason)
 
     # --- reads -------------------------------------------------------------------------------
 
@@ -223,12 +224,20 @@ class BenchmarkJobs:
         except TargetError as exc:
             job.status, job.error = RunStatus.FAILED, str(exc)
             return
-        spec = Job(target, job.workload, meta, catalog_entry(self._service, job.model_id))
-        run = _with_id(new_run(spec), job.run_id)
-        record = execute(
-            spec, self.store, self._service, progress=self._on_progress(job), cancel=job.cancel, run=run
+        spec = RunSpec(
+            job.run_id, self._db_url, target, job.workload, meta, catalog_entry(self._service, job.model_id)
         )
-        job.status, job.error = record.status, record.error
+        process = RunProcess(
+            spec, audit=self._service, runs=self.store, on_progress=self._on_progress(job), cancel=job.cancel
+        )
+        with self._lock:
+            self._processes[job.run_id] = process
+        try:
+            ended = process.run()
+        finally:
+            with self._lock:
+                self._processes.pop(job.run_id, None)
+        job.status, job.error = ended.status, ended.error
 
     def _wait_loaded(self, job: JobState) -> bool:
         """Wait for the model to be ready, in slices, so a cancel or the app's exit ends the wait."""
@@ -244,13 +253,8 @@ class BenchmarkJobs:
         return False
 
     @staticmethod
-    def _on_progress(job: JobState) -> Callable[[Progress], None]:
-        def on_progress(update: Progress) -> None:
-            job.progress[update.label] = _progress(update)
+    def _on_progress(job: JobState) -> Callable[[dict[str, Any]], None]:
+        def on_progress(update: dict[str, Any]) -> None:
+            job.progress[str(update.get("label"))] = update
 
         return on_progress
-
-
-def _with_id(run: RunRecord, run_id: str) -> RunRecord:
-    run.run_id = run_id  # the id the caller got at submit time names the stored run too
-    return run

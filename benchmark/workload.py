@@ -11,7 +11,7 @@ Two kinds, as the field knows them:
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
@@ -146,6 +146,11 @@ class DepthWorkload(BaseModel):
 
 
 Workload = SweepWorkload | DepthWorkload
+# A stored or posted workload's ``kind`` names its model.
+WORKLOADS: Final[dict[str, type[SweepWorkload] | type[DepthWorkload]]] = {
+    "sweep": SweepWorkload,
+    "depth": DepthWorkload,
+}
 
 
 def parse_levels(text: str, *, integers: bool, allow_zero: bool = False) -> list[float]:

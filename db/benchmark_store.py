@@ -239,9 +239,9 @@ class BenchmarkStore:
 
         return self._write(write)
 
-    def mark_interrupted(self, run_ids: Collection[str] | None = None) -> int:
+    def mark_interrupted(self, run_ids: Collection[str] | None = None, reason: str = INTERRUPTED) -> int:
         """Turn runs still 'running' (all, or those named) into 'partial': their process is gone.
-        Returns how many were marked.
+        ``reason`` becomes their error. Returns how many were marked.
 
         Without ``run_ids`` the caller must know no live process runs a benchmark on this
         database (``benchmark.orphans`` names only runs whose process has died)."""
@@ -250,12 +250,12 @@ class BenchmarkStore:
             query = update(BenchmarkRunRow).where(BenchmarkRunRow.status == RunStatus.RUNNING)
             if run_ids is not None:
                 query = query.where(BenchmarkRunRow.run_id.in_(list(run_ids)))
-            done = conn.execute(query.values(status=RunStatus.PARTIAL, error=INTERRUPTED))
+            done = conn.execute(query.values(status=RunStatus.PARTIAL, error=reason))
             return done.rowcount
 
         marked = self._write(write)
         if marked:
-            log.warning("marked %d benchmark run(s) partial: %s", marked, INTERRUPTED)
+            log.warning("marked %d benchmark run(s) partial: %s", marked, reason)
         return marked
 
     @staticmethod
