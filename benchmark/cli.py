@@ -224,9 +224,13 @@ class _Bar:
         if task is None:
             task = self.progress.add_task(update.label, total=update.total, detail="")
             self.tasks[update.level] = task
-        ttft = f"TTFT {update.last_ttft_ms:.0f} ms" if update.last_ttft_ms is not None else ""
-        errors = f", {update.errors} errors" if update.errors else ""
-        self.progress.update(task, completed=update.done, detail=ttft + errors)
+        rate = update.output_tokens_per_s
+        detail = [
+            f"TTFT {update.last_ttft_ms:.0f} ms" if update.last_ttft_ms is not None else "",
+            f"{rate:.0f} tok/s" if rate is not None else "",
+            f"{update.errors} errors" if update.errors else "",
+        ]
+        self.progress.update(task, completed=update.done, detail=", ".join(d for d in detail if d))
 
 
 def _interrupts(cancel: CancelToken, console: Console) -> Callable[[int, FrameType | None], None]:

@@ -17,6 +17,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Final
 
 import aiohttp
@@ -54,12 +55,42 @@ class Progress:
     errors: int
     elapsed_s: float
     last_ttft_ms: float | None = None
+    output_tokens: int = 0  # answered so far in the level (the server's count, else frames)
 
     @property
     def eta_s(self) -> float | None:
         if not self.total or not self.done:
             return None
         return self.elapsed_s / self.done * (self.total - self.done)
+
+    @property
+    def output_tokens_per_s(self) -> float | None:
+        """The level's output throughput so far: a live figure, not the stored result."""
+        return self.output_tokens / self.elapsed_s if self.elapsed_s > 0 and self.output_tokens else None
+
+
+@dataclass
+class LevelTally:
+    """A level's running counts, so each finished request updates progress in O(1)."""
+
+    level: int
+    levels: int
+    label: str
+    total: int | None
+    done: int = 0
+    errors: int = 0
+    output_tokens: int = 0
+    last_ttft_ms: float | None = None
+
+    def count(self, record: RequestRecord) -> None:
+        self.done += 1
+        if not record.ok:
+            self.errors += 1
+            return
+        frames = record.token_frames()
+        self.output_tokens += record.completion_tokens or len(frames)
+        if frames:
+            self.last_ttft_ms = frames[0] / 1e6
 
 
 ProgressFn = Callable[[Progress], None]
@@ -174,29 +205,23 @@ class _Run:
         elif record.ok:
             self._failures_in_a_row = 0
 
-    def report(
-        self,
-        level: int,
-        levels: int,
-        label: str,
-        records: Sequence[RequestRecord],
-        total: int | None,
-        began_ns: int,
-    ) -> None:
+    def report(self, tally: LevelTally, record: RequestRecord, began_ns: int) -> None:
+        if record.warmup:
+            return
+        tally.count(record)
         if self.progress is None:
             return
-        measured = [r for r in records if not r.warmup]
-        last = next((r for r in reversed(measured) if r.ok and r.token_frames()), None)
         self.progress(
             Progress(
-                level=level,
-                levels=levels,
-                label=label,
-                done=len(measured),
-                total=total,
-                errors=sum(1 for r in measured if not r.ok),
+                level=tally.level,
+                levels=tally.levels,
+                label=tally.label,
+                done=tally.done,
+                total=tally.total,
+                errors=tally.errors,
                 elapsed_s=(self.now_ns() - began_ns) / 1e9,
-                last_ttft_ms=last.token_frames()[0] / 1e6 if last else None,
+                last_ttft_ms=tally.last_ttft_ms,
+                output_tokens=tally.output_tokens,
             )
         )
 
@@ -297,6 +322,7 @@ async def _sweep_level(
     records: list[RequestRecord] = []
     levels = len(workload.levels)
     total = workload.requests_per_level
+    tally = LevelTally(index, levels, label, total)
 
     def spec() -> RequestSpec:
         return _spec(run, workload, calibration, conversations)
@@ -340,7 +366,7 @@ async def _sweep_level(
                 record = RequestRecord(index, seq, run.now_ns())
                 records.append(record)
                 await run.request(request, record, keep_text=seq < TEXT_KEPT)
-                run.report(index, levels, label, records, total, since)
+                run.report(tally, record, since)
 
         await asyncio.gather(*(worker() for _ in range(int(value))))
     else:
@@ -366,10 +392,17 @@ async def _sweep_level(
             record = RequestRecord(index, seq, intended)
             records.append(record)
             task = asyncio.ensure_future(run.request(spec(), record, keep_text=seq < TEXT_KEPT))
-            task.add_done_callback(lambda _t: run.report(index, levels, label, records, total, since))
+            task.add_done_callback(partial(_reported, run, tally, record, since))
             tasks.append(task)
         await asyncio.gather(*tasks)
     run.finish_level(index, records)
+
+
+def _reported(
+    run: _Run, tally: LevelTally, record: RequestRecord, since: int, task: asyncio.Future[RequestRecord]
+) -> None:
+    if not task.cancelled():  # a cancelled send never finished: nothing to count
+        run.report(tally, record, since)
 
 
 async def run_depth(
@@ -445,6 +478,7 @@ async def _depth_cell(
     pp, tg, depth = cell
     label = f"pp{pp} tg{tg} @ d{depth}"
     records: list[RequestRecord] = []
+    tally = LevelTally(index, levels, label, workload.runs)
     began = run.now_ns()
     run.monitor.take()
     run.cpu.share()
@@ -464,7 +498,7 @@ async def _depth_cell(
         record = RequestRecord(index, seq, run.now_ns())
         records.append(record)
         await run.request(spec, record, keep_text=True)
-        run.report(index, levels, label, records, workload.runs, began)
+        run.report(tally, record, began)
     run.finish_level(index, records)
 
 

@@ -68,12 +68,13 @@ def decode_spec(line: str) -> RunSpec:
 
 def progress_view(update: Progress) -> dict[str, Any]:
     """A level's progress as the page and the API show it."""
-    eta, ttft = update.eta_s, update.last_ttft_ms
+    eta, ttft, rate = update.eta_s, update.last_ttft_ms, update.output_tokens_per_s
     return {
         **asdict(update),
         "elapsed_s": round(update.elapsed_s, 3),
         "eta_s": round(eta, 1) if eta is not None else None,
         "last_ttft_ms": round(ttft, 2) if ttft is not None else None,
+        "output_tokens_per_s": round(rate, 1) if rate is not None else None,
     }
 
 

@@ -9,7 +9,8 @@ import json
 import pytest
 
 from benchmark import worker
-from benchmark.runner import Progress
+from benchmark.records import RequestRecord
+from benchmark.runner import LevelTally, Progress
 from benchmark.transport import Target
 from benchmark.worker import Channel, ProgressThrottle
 from benchmark.worker_protocol import (
@@ -20,6 +21,7 @@ from benchmark.worker_protocol import (
     decode_message,
     decode_spec,
     encode_spec,
+    progress_view,
 )
 from benchmark.workload import DepthWorkload, SweepWorkload
 from lifecycle.core.events import BenchmarkFinished, BenchmarkStarted, LoadRequested
@@ -103,3 +105,19 @@ def test_progress_is_thinned_but_a_levels_end_and_the_latest_word_always_go(
     throttle(_update("c4", 4, total=None))  # a timed level: never "finished" by count
     throttle.flush()  # the run ended: the latest held update is not lost
     assert _sent(out)[-2:] == [("c4", 3), ("c4", 4)]
+
+
+def test_a_levels_live_figures_count_answers_and_skip_warmups_and_failures() -> None:
+    tally = LevelTally(level=1, levels=3, label="concurrency 4", total=8)
+    answered = RequestRecord(1, 0, 0, frame_ns=[0, 7_000_000, 9_000_000], frame_channel=[0, 1, 1],
+                             end_ns=10_000_000, completion_tokens=12)  # fmt: skip
+    counted_by_frames = RequestRecord(1, 1, 0, frame_ns=[3_000_000, 4_000_000], frame_channel=[1, 1],
+                                      end_ns=5_000_000)  # fmt: skip
+    failed = RequestRecord(1, 2, 0, error_class="HTTP 503", error="busy")
+    for record in (answered, counted_by_frames, failed):
+        tally.count(record)
+    assert (tally.done, tally.errors, tally.output_tokens, tally.last_ttft_ms) == (3, 1, 14, 3.0)
+    live = Progress(level=1, levels=3, label="concurrency 4", done=3, total=8, errors=1, elapsed_s=2.0,
+                    last_ttft_ms=3.0, output_tokens=14)  # fmt: skip
+    view = progress_view(live)
+    assert (view["output_tokens_per_s"], view["eta_s"]) == (7.0, 3.3)
