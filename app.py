@@ -19,7 +19,7 @@ from streamlit import config as streamlit_config
 
 import lifespan
 from app_routes import api_routes
-from lifecycle.api import endpoints
+from app_routes import middleware as app_middleware
 from lifecycle.core.events import redact_text
 from settings import get_settings
 
@@ -66,7 +66,7 @@ settings = get_settings()
 app = st.App(
     "Home.py",
     routes=api_routes(settings),
-    middleware=endpoints.middleware(streamlit_bind()[0], settings.allowed_host_names()),
+    middleware=app_middleware(streamlit_bind()[0], settings),
     lifespan=lifespan.lifespan(settings, streamlit_bind),
 )
 

@@ -1,14 +1,17 @@
-"""What the app serves besides Streamlit's UI: /api (lifecycle and benchmarks) and /auth.
+"""What the app serves besides Streamlit's UI: /api (lifecycle and benchmarks), /v1 (the
+gateway) and /auth.
 
 One list for app.py and for the tests that serve the same routes in-process.
 """
 
 from __future__ import annotations
 
+from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
 import service_access
 from benchmark import api as benchmark_api
+from gateway import routes as gateway
 from lifecycle.api import endpoints, session
 from settings import Settings
 
@@ -22,4 +25,15 @@ def api_routes(settings: Settings) -> list[BaseRoute]:
             extra=benchmark_api.routes(service_access.get_benchmarks),
         ),
         *session.routes(settings.api_token),
+        *gateway.routes(
+            service_access.get_service,
+            settings.api_token,
+            service_access.stopping,
+            settings.gateway_load_timeout_s,
+        ),
     ]
+
+
+def middleware(bind_host: str, settings: Settings) -> list[Middleware]:
+    # /v1 changes state too (a request loads a model): the same Origin and form checks as /api.
+    return endpoints.middleware(bind_host, settings.allowed_host_names(), [gateway.PREFIX])

@@ -103,6 +103,11 @@ class Settings(BaseSettings):
     catalog_poll_s: float = Field(
         default=1.0, gt=0, description="How often models.yaml is checked for changes."
     )
+    gateway_load_timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Longest a /v1 request waits for its model to load; unset: the model's startup timeout.",
+    )
 
     @model_validator(mode="after")
     def _derive_instance(self) -> Settings:

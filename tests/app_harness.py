@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 
 import lifespan
 from app_routes import api_routes
-from lifecycle.api import endpoints
+from app_routes import middleware as app_middleware
 from settings import Settings
 from tests.settings_support import FAST, isolated_settings
 
@@ -36,7 +36,7 @@ def serve(settings: Settings, bind: tuple[str, int] = ("127.0.0.1", 8080)) -> It
     for the address the HTTP server would report."""
     app = Starlette(
         routes=api_routes(settings),
-        middleware=endpoints.middleware(bind[0], settings.allowed_host_names()),
+        middleware=app_middleware(bind[0], settings),
         lifespan=lifespan.lifespan(settings, lambda: bind),
     )
     # The Host a browser on this machine sends: the app answers to loopback names only.

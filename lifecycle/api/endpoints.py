@@ -342,9 +342,12 @@ def routes(
     ]
 
 
-def middleware(bind_host: str, allowed_hosts: Collection[str] = ()) -> list[Middleware]:
+def middleware(
+    bind_host: str, allowed_hosts: Collection[str] = (), other_api_prefixes: Sequence[str] = ()
+) -> list[Middleware]:
     """What the app wraps around everything, outermost first: the Host, Origin and form checks
-    (``request_guard``), then hostile /api paths answered in JSON (``path_guard``)."""
+    (``request_guard``, also on ``other_api_prefixes``: the gateway's /v1), then hostile /api
+    paths answered in JSON (``path_guard``)."""
     policy = HostPolicy(bind_host, allowed_hosts)
     if policy.any_host:
         log.warning(
@@ -353,6 +356,11 @@ def middleware(bind_host: str, allowed_hosts: Collection[str] = ()) -> list[Midd
             bind_host,
         )
     return [
-        Middleware(RequestGuard, policy=policy, api_prefixes=[PREFIX], form_prefixes=[AUTH_PREFIX]),
+        Middleware(
+            RequestGuard,
+            policy=policy,
+            api_prefixes=[PREFIX, *other_api_prefixes],
+            form_prefixes=[AUTH_PREFIX],
+        ),
         Middleware(ApiPathGuard, prefixes=[PREFIX]),
     ]

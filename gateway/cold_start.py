@@ -1,0 +1,97 @@
+"""Loads on demand: one load per cold model, however many requests wait for it.
+
+The first request for a model that is not running asks the service to load it (recorded as
+``LoadRequested`` by actor ``gateway``) and waits for ready; requests arriving meanwhile
+wait on the same load. A waiter that gives up (its client disconnected) leaves; the load
+goes on, so the next request finds the model warm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final
+
+from anyio import to_thread
+
+from gateway.openai_errors import UNAVAILABLE, GatewayError
+from lifecycle.core.errors import LifecycleError
+
+if TYPE_CHECKING:
+    from lifecycle.service import LifecycleService, ModelStatus
+
+log = logging.getLogger(__name__)
+
+ACTOR: Final = "gateway"
+RETRY_AFTER_S: Final = 30  # a failed start: long enough for a look at its log, short for a retry
+WAIT_SLICE_S: Final = 1.0  # the app's exit ends a wait within this
+
+
+class ColdStarts:
+    def __init__(
+        self,
+        service: Callable[[], LifecycleService],
+        stopping: Callable[[], bool],
+        timeout_cap_s: float | None = None,
+    ) -> None:
+        self._service, self._stopping, self._cap = service, stopping, timeout_cap_s
+        self._loads: dict[str, asyncio.Task[ModelStatus]] = {}
+        self.waiting: Counter[str] = Counter()  # requests waiting per model: the queue's length
+
+    async def ready(self, model: ModelStatus) -> ModelStatus:
+        """The model's status once ready; ``GatewayError`` (503) when it can't get there."""
+        load = self._loads.get(model.id)
+        if load is None:
+            load = asyncio.create_task(self._load(model.id), name=f"gateway-load-{model.id}")
+            self._loads[model.id] = load
+            load.add_done_callback(lambda done: self._forget(model.id, done))
+        self.waiting[model.id] += 1
+        try:
+            # Shielded: a waiter that is cancelled (its client left) leaves the load running.
+            return await asyncio.shield(load)
+        finally:
+            self.waiting[model.id] -= 1
+
+    def _forget(self, model_id: str, done: asyncio.Task[ModelStatus]) -> None:
+        if self._loads.get(model_id) is done:
+            del self._loads[model_id]
+        if not done.cancelled():
+            done.exception()  # retrieved, so a load nobody waits for any more is not reported as lost
+
+    async def _load(self, model_id: str) -> ModelStatus:
+        service = self._service()
+        try:
+            await to_thread.run_sync(service.load, model_id, ACTOR)
+        except LifecycleError as exc:
+            raise _not_ready(model_id, str(exc)) from None
+        spec = service.catalog.get(model_id)
+        timeout = spec.startup_timeout_s if spec is not None else WAIT_SLICE_S
+        if self._cap is not None:
+            timeout = min(timeout, self._cap)
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            slice_s = min(WAIT_SLICE_S, max(remaining, 0.0))
+            status = await to_thread.run_sync(service.wait, model_id, "ready", slice_s)
+            if status.loaded:
+                return status
+            if status.phase == "failed":
+                raise _not_ready(model_id, status.reason or status.last_error or status.status)
+            if self._stopping():
+                raise _not_ready(model_id, "the app is stopping")
+            if remaining <= 0:
+                raise _not_ready(model_id, f"it was not ready within {timeout:g} s ({status.status})")
+
+
+def _not_ready(model_id: str, reason: str) -> GatewayError:
+    log.warning("gateway: %s could not be loaded: %s", model_id, reason)
+    return GatewayError(
+        503,
+        f"{model_id} could not be loaded: {reason}",
+        "model_not_ready",
+        UNAVAILABLE,
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )

@@ -1,0 +1,190 @@
+"""The /v1 routes: list the catalog, and pass chat, completion and embedding requests to the
+model they name, loading it first when it is not running."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from anyio import to_thread
+from pydantic import SecretStr
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gateway.cold_start import ColdStarts
+from gateway.openai_errors import AUTHENTICATION, UNAVAILABLE, GatewayError
+from gateway.upstream import Upstream
+from lifecycle.api.auth import bearer_matches
+
+if TYPE_CHECKING:
+    from lifecycle.service import LifecycleService, ModelStatus
+
+log = logging.getLogger(__name__)
+
+PREFIX: Final = "/v1"
+# The client went away while its request waited (nginx's name for it; nobody reads it).
+CLIENT_CLOSED: Final = 499
+BODY_MAX_BYTES: Final = 32 * 1024 * 1024  # a long context is a few MB of JSON; this is far past it
+
+
+def find_model(statuses: Sequence[ModelStatus], name: str) -> ModelStatus | None:
+    """A catalog id wins over a served name; a served name must be unambiguous to count."""
+    by_id = next((s for s in statuses if s.id == name), None)
+    if by_id is not None:
+        return by_id
+    served = [s for s in statuses if s.served_model == name]
+    return served[0] if len(served) == 1 else None
+
+
+class Gateway:
+    def __init__(
+        self,
+        service: Callable[[], LifecycleService],
+        stopping: Callable[[], bool],
+        load_timeout_s: float | None = None,
+    ) -> None:
+        self._service = service
+        self.cold = ColdStarts(service, stopping, load_timeout_s)
+        self.upstream = Upstream()
+        self.in_flight: Counter[str] = Counter()
+
+    async def models(self, _request: Request) -> Response:
+        statuses = await to_thread.run_sync(self._service().status)
+        data = [
+            {
+                "id": s.id,
+                "object": "model",
+                "created": 0,
+                "owned_by": s.engine,
+                "served_model": s.served_model,
+                "state": s.phase,
+                "status": s.status,
+                "loaded": s.loaded,
+            }
+            for s in statuses
+        ]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def forward(self, request: Request) -> Response:
+        try:
+            body = await _json_body(request)
+            model = await self._model(body)
+            if not model.loaded:
+                model = await self._wait_ready(request, model)
+                if model is None:
+                    return Response(status_code=CLIENT_CLOSED)
+            self.in_flight[model.id] += 1
+            try:
+                accept = request.headers.get("accept")
+                response = await self.upstream.forward(model, request.url.path, body, accept)
+            except BaseException:
+                self.in_flight[model.id] -= 1
+                raise
+            response.background = _Done(self.in_flight, model.id)
+            return response
+        except GatewayError as exc:
+            return exc.response()
+
+    async def _model(self, body: dict[str, Any]) -> ModelStatus:
+        name = body.get("model")
+        if not isinstance(name, str) or not name:
+            raise GatewayError(400, "model is required: a catalog id or a served model name", "missing_model")
+        statuses = await to_thread.run_sync(self._service().status)
+        model = find_model(statuses, name)
+        if model is None:
+            known = ", ".join(s.id for s in statuses) or "none: the catalog is empty"
+            message = f"model {name!r} is not in the catalog; known models: {known}"
+            raise GatewayError(404, message, "model_not_found")
+        if not model.loaded and not model.can_load:
+            how = model.manual_start or f"start it by hand so that it answers at {model.url}"
+            raise GatewayError(503, f"{model.id} is not running and the app does not start it: {how}",
+                               "model_not_running", UNAVAILABLE)  # fmt: skip
+        return model
+
+    async def _wait_ready(self, request: Request, model: ModelStatus) -> ModelStatus | None:
+        """The model once ready, or None when the client left first (the load goes on)."""
+        ready = asyncio.ensure_future(self.cold.ready(model))
+        gone = asyncio.ensure_future(_disconnected(request))
+        await asyncio.wait({ready, gone}, return_when=asyncio.FIRST_COMPLETED)
+        gone.cancel()
+        if ready.done():
+            return ready.result()
+        ready.cancel()
+        log.info("gateway: a client left while %s was loading; the load goes on", model.id)
+        return None
+
+
+class _Done:
+    """Runs when the answer has been relayed (or the client left): the request is no longer in flight."""
+
+    def __init__(self, counter: Counter[str], model_id: str) -> None:
+        self._counter, self._model_id = counter, model_id
+
+    async def __call__(self) -> None:
+        self._counter[self._model_id] -= 1
+
+
+async def _disconnected(request: Request) -> None:
+    # The body has been read, so the next message is the client going away.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if len(raw) > BODY_MAX_BYTES:
+        raise GatewayError(413, f"the request body is over {BODY_MAX_BYTES // 2**20} MiB", "body_too_large")
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise GatewayError(400, f"the body is not valid JSON: {exc}", "invalid_json") from None
+    if not isinstance(body, dict):
+        raise GatewayError(400, "the body must be a JSON object", "invalid_body")
+    return body
+
+
+class OpenAIBearer:
+    """``Authorization: Bearer <DXG_API_TOKEN>`` on /v1 when a token is set, refused in OpenAI's shape."""
+
+    def __init__(self, app: ASGIApp, token: SecretStr | None) -> None:
+        self.app = app
+        self._token = (token.get_secret_value() if token is not None else "") or None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self._token is not None:
+            authorization = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+            if not bearer_matches(authorization, self._token):
+                message = "a valid API token is required (Authorization: Bearer <DXG_API_TOKEN>)"
+                refusal = GatewayError(401, message, "invalid_api_key", AUTHENTICATION)
+                await refusal.response()(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def routes(
+    service: Callable[[], LifecycleService],
+    token: SecretStr | None,
+    stopping: Callable[[], bool],
+    load_timeout_s: float | None = None,
+) -> list[BaseRoute]:
+    gateway = Gateway(service, stopping, load_timeout_s)
+    forward = gateway.forward
+    return [
+        Mount(
+            PREFIX,
+            routes=[
+                Route("/models", gateway.models, methods=["GET"]),
+                Route("/chat/completions", forward, methods=["POST"]),
+                Route("/completions", forward, methods=["POST"]),
+                Route("/embeddings", forward, methods=["POST"]),
+            ],
+            middleware=[Middleware(OpenAIBearer, token=token)],
+        )
+    ]

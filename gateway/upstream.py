@@ -1,0 +1,75 @@
+"""Passing a request to a model's server and its answer back, chunk by chunk as it arrives.
+
+The body is forwarded as the client sent it except ``model``, which becomes the name the
+server serves. The answer's bytes are relayed as they are read (``aiter_raw``: no decoding,
+no re-chunking), so a stream's timing survives the hop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+import httpx
+from starlette.responses import StreamingResponse
+
+from gateway.openai_errors import UNAVAILABLE, GatewayError
+
+if TYPE_CHECKING:
+    from lifecycle.service import ModelStatus
+
+log = logging.getLogger(__name__)
+
+# Headers of the server's answer that mean something to the client; hop-by-hop ones and the
+# length (the body is relayed as a stream) are the gateway's own business.
+PASSED_BACK: Final = ("content-type", "content-encoding", "cache-control", "x-request-id")
+# A long generation may pause (prefill of a large prompt): no read timeout. Connecting to a
+# server that is up is quick, so a short one there names a dead server fast.
+TIMEOUT: Final = httpx.Timeout(connect=10.0, read=None, write=60.0, pool=None)
+
+
+class Upstream:
+    def __init__(self) -> None:
+        self._client: httpx.AsyncClient | None = None
+
+    def _http(self) -> httpx.AsyncClient:
+        # Made on first use, inside the serving event loop it will live in.
+        if self._client is None:
+            limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
+            self._client = httpx.AsyncClient(timeout=TIMEOUT, limits=limits, trust_env=False)
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def forward(
+        self, model: ModelStatus, path: str, body: Mapping[str, Any], accept: str | None
+    ) -> StreamingResponse:
+        url = model.url.rstrip("/") + path
+        headers = {"content-type": "application/json"}
+        if accept:
+            headers["accept"] = accept
+        content = json.dumps({**body, "model": model.served_model}).encode()
+        request = self._http().build_request("POST", url, content=content, headers=headers)
+        try:
+            response = await self._http().send(request, stream=True)
+        except httpx.HTTPError as exc:
+            log.warning("gateway: %s at %s did not answer: %r", model.id, url, exc)
+            message = f"{model.id}'s server at {url} did not answer: {exc!r}"
+            raise GatewayError(502, message, "upstream_unreachable", UNAVAILABLE) from None
+        passed = {name: response.headers[name] for name in PASSED_BACK if name in response.headers}
+        return StreamingResponse(_relay(response), status_code=response.status_code, headers=passed)
+
+
+async def _relay(response: httpx.Response) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in response.aiter_raw():
+            yield chunk
+    except httpx.HTTPError as exc:  # the server died mid-answer: the client sees the stream end
+        log.warning("gateway: the answer from %s broke off: %r", response.url, exc)
+    finally:
+        await response.aclose()

@@ -1,0 +1,171 @@
+"""/v1 against the app's lifespan and real simulator processes, through the real ``openai`` client:
+routing by catalog id or served name, loads on demand, and every refusal in OpenAI's shape."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+from pydantic import SecretStr
+from starlette.testclient import TestClient
+
+from settings import Settings
+from tests.app_harness import api_settings, serve
+from tests.catalogs import external, sim_process, write_catalog
+from tests.support import free_port
+
+pytestmark = pytest.mark.timeout(120)
+
+TOKEN = "gw-test-token-0123456789abcdef"  # noqa: S105 - a test's own token
+SERVED_B = "org/served-b"
+HELLO = [{"role": "user", "content": "hello"}]
+
+
+def served_as(entry: dict[str, object], served: str) -> dict[str, object]:
+    """A simulator entry whose server answers to ``served``, not to its catalog id."""
+    command = str(entry["load_command"]).replace(f"--model-id {entry['id']}", f"--model-id {served}")
+    return {**entry, "load_command": command, "served_model": served}
+
+
+def catalog(tmp_path: Path) -> Path:
+    return write_catalog(
+        tmp_path / "models.yaml",
+        sim_process("gw-a", free_port(), "--tokens-per-s", "2000"),
+        served_as(sim_process("gw-b", free_port()), SERVED_B),
+        sim_process("gw-broken", free_port(), "--no-such-flag"),  # exits at once: the start fails
+        external("gw-ext", free_port()),
+    )
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return api_settings(tmp_path, catalog(tmp_path))
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with serve(settings) as client:
+        yield client
+
+
+def user(client: TestClient, api_key: str = "unused") -> openai.OpenAI:
+    """The ``openai`` package as a user points it at the app (its HTTP goes through the test client)."""
+    return openai.OpenAI(base_url=f"{client.base_url}/v1", api_key=api_key, http_client=client, max_retries=0)
+
+
+def events(client: TestClient, model_id: str) -> list[dict[str, object]]:
+    return list(client.get("/api/events", params={"model": model_id}).json()["events"])
+
+
+def test_models_lists_the_catalog_with_each_models_state(client: TestClient) -> None:
+    listed = user(client).models.list()
+    by_id = {m.id: m for m in listed.data}
+    assert list(by_id) == ["gw-a", "gw-b", "gw-broken", "gw-ext"]
+    assert by_id["gw-b"].model_extra is not None
+    assert by_id["gw-b"].model_extra["served_model"] == SERVED_B
+    assert by_id["gw-a"].model_extra is not None
+    assert by_id["gw-a"].model_extra["loaded"] is False
+
+
+def test_a_cold_model_is_loaded_on_demand_and_answers(client: TestClient) -> None:
+    reply = user(client).chat.completions.create(model="gw-a", messages=HELLO, max_tokens=8)  # type: ignore[arg-type]
+    assert reply.choices[0].message.content
+    assert reply.usage is not None
+    assert reply.usage.completion_tokens == 8
+    loads = [e for e in events(client, "gw-a") if e["type"] == "LoadRequested"]
+    assert [e["actor"] for e in loads] == ["gateway"]
+    assert client.get("/api/models/gw-a").json()["phase"] == "ready"
+
+
+def test_a_served_name_routes_and_the_stream_arrives_whole(client: TestClient) -> None:
+    stream = user(client).chat.completions.create(
+        model=SERVED_B,
+        messages=HELLO,  # type: ignore[arg-type]
+        max_tokens=12,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == 12
+    assert {c.model for c in chunks} == {SERVED_B}  # the server's own name, passed back untouched
+    assert [e["actor"] for e in events(client, "gw-b") if e["type"] == "LoadRequested"] == ["gateway"]
+
+
+def test_an_unknown_model_gets_404_with_the_known_ones(client: TestClient) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        user(client).chat.completions.create(model="gpt-9", messages=HELLO)  # type: ignore[arg-type]
+    error = caught.value.body
+    assert isinstance(error, dict)
+    assert error["code"] == "model_not_found"
+    assert (
+        error["message"] == "model 'gpt-9' is not in the catalog; known models: gw-a, gw-b, gw-broken, gw-ext"
+    )
+
+
+def test_an_external_model_that_is_not_running_gets_503_with_how_to_start_it(client: TestClient) -> None:
+    answer = client.post("/v1/chat/completions", json={"model": "gw-ext", "messages": HELLO})
+    assert answer.status_code == 503
+    error = answer.json()["error"]
+    assert error["code"] == "model_not_running"
+    assert "Run ./start-it.sh on the GPU box" in error["message"]
+    assert events(client, "gw-ext") == []  # nothing was asked of it
+
+
+def test_a_start_that_fails_gets_503_with_the_reason_and_retry_after(client: TestClient) -> None:
+    answer = client.post("/v1/chat/completions", json={"model": "gw-broken", "messages": HELLO})
+    assert answer.status_code == 503
+    assert answer.headers["retry-after"] == "30"
+    error = answer.json()["error"]
+    assert (error["type"], error["code"]) == ("service_unavailable", "model_not_ready")
+    assert error["message"].startswith("gw-broken could not be loaded: ")
+    assert "exited with code 2" in error["message"]  # the server's own failure, from its log
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (b"{not json", 400, "invalid_json"),
+        (b"[1, 2]", 400, "invalid_body"),
+        (b'{"messages": []}', 400, "missing_model"),
+        (b'{"model": 7}', 400, "missing_model"),
+    ],
+)
+def test_a_bad_body_is_refused_in_openais_shape(
+    client: TestClient, body: bytes, status: int, code: str
+) -> None:
+    answer = client.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == status
+    assert answer.json()["error"]["code"] == code
+
+
+def test_routes_the_server_lacks_pass_its_answer_back(client: TestClient) -> None:
+    # The simulator serves chat only: its own 404 for /v1/embeddings reaches the client as sent.
+    user(client).chat.completions.create(model="gw-a", messages=HELLO, max_tokens=1)  # type: ignore[arg-type]
+    answer = client.post("/v1/embeddings", json={"model": "gw-a", "input": "hi"})
+    assert answer.status_code == 404
+
+
+def test_a_cross_site_page_cannot_load_a_model_through_v1(client: TestClient) -> None:
+    answer = client.post(
+        "/v1/chat/completions",
+        json={"model": "gw-a", "messages": HELLO},
+        headers={"Origin": "https://evil.example"},
+    )
+    assert answer.status_code == 403
+    assert events(client, "gw-a") == []
+
+
+def test_the_token_is_required_on_v1_when_set(tmp_path: Path) -> None:
+    settings = api_settings(tmp_path, catalog(tmp_path), api_token=SecretStr(TOKEN))
+    with serve(settings) as client:
+        with pytest.raises(openai.AuthenticationError) as caught:
+            user(client, api_key="wrong").models.list()
+        assert isinstance(caught.value.body, dict)
+        assert caught.value.body["code"] == "invalid_api_key"
+        assert TOKEN not in caught.value.response.text
+        assert next(m.id for m in user(client, api_key=TOKEN).models.list().data) == "gw-a"
