@@ -1,24 +1,27 @@
 """The /v1 routes: list the catalog, and pass chat, completion and embedding requests to the
-model they name, loading it first when it is not running."""
+model they name, loading it first when it is not running. Also /metrics."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from anyio import to_thread
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import SecretStr
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount, Route, request_response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.cold_start import ColdStarts
+from gateway.metrics import Metrics
 from gateway.openai_errors import AUTHENTICATION, UNAVAILABLE, GatewayError
 from gateway.upstream import Upstream
 from lifecycle.api.auth import bearer_matches
@@ -32,6 +35,9 @@ PREFIX: Final = "/v1"
 # The client went away while its request waited (nginx's name for it; nobody reads it).
 CLIENT_CLOSED: Final = 499
 BODY_MAX_BYTES: Final = 32 * 1024 * 1024  # a long context is a few MB of JSON; this is far past it
+UNRESOLVED: Final = "(none)"
+# The usage block is in the last frames of a stream (or anywhere in a short JSON answer).
+USAGE_TAIL_BYTES: Final = 4096
 
 
 def find_model(statuses: Sequence[ModelStatus], name: str) -> ModelStatus | None:
@@ -54,6 +60,7 @@ class Gateway:
         self.cold = ColdStarts(service, stopping, load_timeout_s)
         self.upstream = Upstream()
         self.in_flight: Counter[str] = Counter()
+        self.metrics = Metrics(service, self.in_flight, self.cold.waiting)
 
     async def models(self, _request: Request) -> Response:
         statuses = await to_thread.run_sync(self._service().status)
@@ -73,24 +80,45 @@ class Gateway:
         return JSONResponse({"object": "list", "data": data})
 
     async def forward(self, request: Request) -> Response:
+        started = time.perf_counter()
+        model_id = UNRESOLVED  # a label for what never named a catalog model: names are unbounded
         try:
             body = await _json_body(request)
             model = await self._model(body)
+            model_id = model.id
             if not model.loaded:
                 model = await self._wait_ready(request, model)
                 if model is None:
+                    self.metrics.requests.labels(model_id, str(CLIENT_CLOSED)).inc()
                     return Response(status_code=CLIENT_CLOSED)
-            self.in_flight[model.id] += 1
-            try:
-                accept = request.headers.get("accept")
-                response = await self.upstream.forward(model, request.url.path, body, accept)
-            except BaseException:
-                self.in_flight[model.id] -= 1
-                raise
-            response.background = _Done(self.in_flight, model.id)
-            return response
+            accept = request.headers.get("accept")
+            response = await self.upstream.forward(model, request.url.path, body, accept)
         except GatewayError as exc:
+            self.metrics.requests.labels(model_id, str(exc.status)).inc()
             return exc.response()
+        self.metrics.requests.labels(model_id, str(response.status_code)).inc()
+        self.in_flight[model_id] += 1
+        response.body_iterator = self._observed(response.body_iterator, model_id, started)
+        return response
+
+    async def metrics_page(self, _request: Request) -> Response:
+        page = await to_thread.run_sync(generate_latest, self.metrics.registry)
+        return Response(page, media_type=CONTENT_TYPE_LATEST)
+
+    async def _observed(
+        self, chunks: AsyncIterator[Any], model_id: str, started: float
+    ) -> AsyncIterator[Any]:
+        """The answer as relayed, timing its first byte and keeping its tail for the usage."""
+        tail = b""
+        try:
+            async for chunk in chunks:
+                if not tail:
+                    self.metrics.first_byte.labels(model_id).observe(time.perf_counter() - started)
+                tail = (tail + chunk)[-USAGE_TAIL_BYTES:]
+                yield chunk
+        finally:
+            self.in_flight[model_id] -= 1
+            self.metrics.count_usage(model_id, tail)
 
     async def _model(self, body: dict[str, Any]) -> ModelStatus:
         name = body.get("model")
@@ -119,16 +147,6 @@ class Gateway:
         ready.cancel()
         log.info("gateway: a client left while %s was loading; the load goes on", model.id)
         return None
-
-
-class _Done:
-    """Runs when the answer has been relayed (or the client left): the request is no longer in flight."""
-
-    def __init__(self, counter: Counter[str], model_id: str) -> None:
-        self._counter, self._model_id = counter, model_id
-
-    async def __call__(self) -> None:
-        self._counter[self._model_id] -= 1
 
 
 async def _disconnected(request: Request) -> None:
@@ -177,6 +195,7 @@ def routes(
     gateway = Gateway(service, stopping, load_timeout_s)
     forward = gateway.forward
     return [
+        Route("/metrics", OpenAIBearer(request_response(gateway.metrics_page), token), methods=["GET"]),
         Mount(
             PREFIX,
             routes=[
@@ -186,5 +205,5 @@ def routes(
                 Route("/embeddings", forward, methods=["POST"]),
             ],
             middleware=[Middleware(OpenAIBearer, token=token)],
-        )
+        ),
     ]

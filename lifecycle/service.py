@@ -279,6 +279,10 @@ class LifecycleService:
             return self._store.recent_events(stream, limit)
         return self._store.read_all(after_position=after, limit=limit, stream=stream)
 
+    def events_after(self, position: int, limit: int = HISTORY_LIMIT_MAX) -> list[RecordedEvent]:
+        """Every model's events after ``position``, oldest first: a feed to fold (metrics)."""
+        return self._store.read_all(after_position=max(position, 0), limit=limit)
+
     def logs(self, model_id: str, tail: int = 200) -> str:
         """The last ``tail`` lines of the model's log, secrets redacted."""
         spec, state = self._known(model_id)

@@ -7,14 +7,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import openai
+import psutil
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 from starlette.testclient import TestClient
 
 from settings import Settings
 from tests.app_harness import api_settings, serve
 from tests.catalogs import external, sim_process, write_catalog
-from tests.support import free_port
+from tests.support import free_port, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -169,3 +171,47 @@ def test_the_token_is_required_on_v1_when_set(tmp_path: Path) -> None:
         assert caught.value.body["code"] == "invalid_api_key"
         assert TOKEN not in caught.value.response.text
         assert next(m.id for m in user(client, api_key=TOKEN).models.list().data) == "gw-a"
+        assert client.get("/metrics").status_code == 401  # what a scraper sees without the token
+        assert scrape(client, Authorization=f"Bearer {TOKEN}")[
+            ("dxg_model_state", (("model", "gw-a"), ("phase", "stopped")))
+        ]
+
+
+def scrape(client: TestClient, **headers: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """/metrics parsed by prometheus_client's own parser: (sample name, labels) -> value."""
+    answer = client.get("/metrics", headers=headers)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"].startswith("text/plain; version=")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(answer.text)
+        for sample in family.samples
+    }
+
+
+def test_metrics_move_with_loads_crashes_and_requests(client: TestClient) -> None:
+    before = scrape(client)
+    assert before[("dxg_model_state", (("model", "gw-a"), ("phase", "stopped")))] == 1.0
+    assert ("dxg_model_loads_total", (("model", "gw-a"),)) not in before
+    chat = user(client).chat.completions.create
+    chat(model="gw-a", messages=HELLO, max_tokens=8)  # type: ignore[arg-type]
+    usage = {"include_usage": True}
+    list(chat(model="gw-a", messages=HELLO, max_tokens=4, stream=True, stream_options=usage))  # type: ignore[arg-type]
+    client.post("/v1/chat/completions", json={"model": "gpt-9", "messages": HELLO})
+    client.post("/v1/chat/completions", json={"model": "gw-broken", "messages": HELLO})
+    after = scrape(client)
+    assert after[("dxg_model_state", (("model", "gw-a"), ("phase", "ready")))] == 1.0
+    assert after[("dxg_model_loads_total", (("model", "gw-a"),))] == 1.0
+    assert after[("dxg_model_failed_starts_total", (("model", "gw-broken"),))] == 1.0
+    assert after[("dxg_model_load_duration_seconds_count", (("model", "gw-a"),))] == 1.0
+    assert after[("dxg_gateway_requests_total", (("model", "gw-a"), ("status", "200")))] == 2.0
+    assert after[("dxg_gateway_requests_total", (("model", "(none)"), ("status", "404")))] == 1.0
+    assert after[("dxg_gateway_requests_total", (("model", "gw-broken"), ("status", "503")))] == 1.0
+    assert after[("dxg_gateway_tokens_total", (("kind", "completion"), ("model", "gw-a")))] == 12.0
+    assert after[("dxg_gateway_time_to_first_byte_seconds_count", (("model", "gw-a"),))] == 2.0
+    assert after[("dxg_gateway_in_flight", (("model", "gw-a"),))] == 0.0
+    # A crash: the server dies under the app, which records it and (crash limit 1) gives up.
+    (server,) = [p for p in psutil.process_iter(["cmdline"]) if "gw-a" in (p.info["cmdline"] or [])]
+    server.kill()
+    wait_until(lambda: scrape(client).get(("dxg_model_crashes_total", (("model", "gw-a"),))) == 1.0, 20,
+               what="the crash to be counted")  # fmt: skip
