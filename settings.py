@@ -103,6 +103,16 @@ class Settings(BaseSettings):
     catalog_poll_s: float = Field(
         default=1.0, gt=0, description="How often models.yaml is checked for changes."
     )
+    idle_ttl_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Unload a model nothing has used for this long; a model's idle_ttl_s overrides it.",
+    )
+    memory_budget_gb: float | None = Field(
+        default=None,
+        gt=0,
+        description="Memory the models' memory_gb may add up to; unset: free GPU memory, else MemAvailable.",
+    )
     gateway_load_timeout_s: float | None = Field(
         default=None,
         gt=0,

@@ -233,7 +233,8 @@ class BenchmarkJobs:
         with self._lock:
             self._processes[job.run_id] = process
         try:
-            ended = process.run()
+            with self._service.activity.using(job.model_id):  # a model being measured is not idle
+                ended = process.run()
         finally:
             with self._lock:
                 self._processes.pop(job.run_id, None)

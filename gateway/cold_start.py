@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Final
 from anyio import to_thread
 
 from gateway.openai_errors import UNAVAILABLE, GatewayError
-from lifecycle.core.errors import LifecycleError
+from lifecycle.core.errors import LifecycleError, NotEnoughMemory
 
 if TYPE_CHECKING:
     from lifecycle.service import LifecycleService, ModelStatus
@@ -65,6 +65,8 @@ class ColdStarts:
         service = self._service()
         try:
             await to_thread.run_sync(service.load, model_id, ACTOR)
+        except NotEnoughMemory as exc:  # no retry helps until something is unloaded
+            raise GatewayError(409, str(exc), "not_enough_memory") from None
         except LifecycleError as exc:
             raise _not_ready(model_id, str(exc)) from None
         spec = service.catalog.get(model_id)

@@ -57,6 +57,7 @@ class Gateway:
         load_timeout_s: float | None = None,
     ) -> None:
         self._service = service
+        self._activity = lambda: service().activity
         self.cold = ColdStarts(service, stopping, load_timeout_s)
         self.upstream = Upstream()
         self.in_flight: Counter[str] = Counter()
@@ -92,33 +93,32 @@ class Gateway:
                     self.metrics.requests.labels(model_id, str(CLIENT_CLOSED)).inc()
                     return Response(status_code=CLIENT_CLOSED)
             accept = request.headers.get("accept")
-            response = await self.upstream.forward(model, request.url.path, body, accept)
+            activity = self._activity()
+            activity.begin(model_id)  # ends with the relay: a model answering is not idle
+            try:
+                response = await self.upstream.forward(model, request.url.path, body, accept)
+            except BaseException:
+                activity.end(model_id)
+                raise
         except GatewayError as exc:
             self.metrics.requests.labels(model_id, str(exc.status)).inc()
             return exc.response()
         self.metrics.requests.labels(model_id, str(response.status_code)).inc()
         self.in_flight[model_id] += 1
-        response.body_iterator = self._observed(response.body_iterator, model_id, started)
+        watch = _FirstByteAndTail(self.metrics, model_id, started)
+        response.body_iterator = watch.relay(response.body_iterator)
+
+        def ended() -> None:
+            self.in_flight[model_id] -= 1
+            activity.end(model_id)
+            self.metrics.count_usage(model_id, watch.tail)
+
+        response.on_end(ended)
         return response
 
     async def metrics_page(self, _request: Request) -> Response:
         page = await to_thread.run_sync(generate_latest, self.metrics.registry)
         return Response(page, media_type=CONTENT_TYPE_LATEST)
-
-    async def _observed(
-        self, chunks: AsyncIterator[Any], model_id: str, started: float
-    ) -> AsyncIterator[Any]:
-        """The answer as relayed, timing its first byte and keeping its tail for the usage."""
-        tail = b""
-        try:
-            async for chunk in chunks:
-                if not tail:
-                    self.metrics.first_byte.labels(model_id).observe(time.perf_counter() - started)
-                tail = (tail + chunk)[-USAGE_TAIL_BYTES:]
-                yield chunk
-        finally:
-            self.in_flight[model_id] -= 1
-            self.metrics.count_usage(model_id, tail)
 
     async def _model(self, body: dict[str, Any]) -> ModelStatus:
         name = body.get("model")
@@ -147,6 +147,22 @@ class Gateway:
         ready.cancel()
         log.info("gateway: a client left while %s was loading; the load goes on", model.id)
         return None
+
+
+class _FirstByteAndTail:
+    """Times an answer's first byte and keeps its tail, where a usage block would be."""
+
+    def __init__(self, metrics: Metrics, model_id: str, started: float) -> None:
+        self._metrics, self._model_id, self._started = metrics, model_id, started
+        self.tail = b""
+
+    async def relay(self, chunks: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        async for chunk in chunks:
+            if not self.tail:
+                elapsed = time.perf_counter() - self._started
+                self._metrics.first_byte.labels(self._model_id).observe(elapsed)
+            self.tail = (self.tail + chunk)[-USAGE_TAIL_BYTES:]
+            yield chunk
 
 
 async def _disconnected(request: Request) -> None:

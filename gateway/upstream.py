@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from gateway.openai_errors import UNAVAILABLE, GatewayError
 
@@ -28,6 +29,25 @@ PASSED_BACK: Final = ("content-type", "content-encoding", "cache-control", "x-re
 # A long generation may pause (prefill of a large prompt): no read timeout. Connecting to a
 # server that is up is quick, so a short one there names a dead server fast.
 TIMEOUT: Final = httpx.Timeout(connect=10.0, read=None, write=60.0, pool=None)
+
+
+class Relay(StreamingResponse):
+    """A streamed answer that says when it is over, however it ends: relayed whole, cut off
+    by the client, or never started because the client left before the first byte."""
+
+    def __init__(self, content: AsyncIterator[bytes], status_code: int, headers: Mapping[str, str]) -> None:
+        super().__init__(content, status_code=status_code, headers=headers)
+        self._on_end: list[Callable[[], None]] = []
+
+    def on_end(self, callback: Callable[[], None]) -> None:
+        self._on_end.append(callback)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            for callback in self._on_end:
+                callback()
 
 
 class Upstream:
@@ -48,7 +68,7 @@ class Upstream:
 
     async def forward(
         self, model: ModelStatus, path: str, body: Mapping[str, Any], accept: str | None
-    ) -> StreamingResponse:
+    ) -> Relay:
         url = model.url.rstrip("/") + path
         headers = {"content-type": "application/json"}
         if accept:
@@ -62,7 +82,7 @@ class Upstream:
             message = f"{model.id}'s server at {url} did not answer: {exc!r}"
             raise GatewayError(502, message, "upstream_unreachable", UNAVAILABLE) from None
         passed = {name: response.headers[name] for name in PASSED_BACK if name in response.headers}
-        return StreamingResponse(_relay(response), status_code=response.status_code, headers=passed)
+        return Relay(_relay(response), response.status_code, passed)
 
 
 async def _relay(response: httpx.Response) -> AsyncIterator[bytes]:

@@ -22,10 +22,12 @@ from typing import Any, Final, Literal
 
 from db.session import make_engine
 from db.store import Decision, EventStore
+from lifecycle.activity import Activity
 from lifecycle.catalog import Catalog, ModelSpec, RuntimeKind
 from lifecycle.catalog.watch import CatalogHolder
 from lifecycle.core import secrets
-from lifecycle.core.errors import CannotLoad, InvalidRequest, LifecycleError, UnknownModel
+from lifecycle.core.admission import Holder, Refused, admit
+from lifecycle.core.errors import CannotLoad, InvalidRequest, LifecycleError, NotEnoughMemory, UnknownModel
 from lifecycle.core.events import (
     APP_STREAM,
     AppStarted,
@@ -45,6 +47,7 @@ from lifecycle.core.projection import ModelState
 from lifecycle.core.states import LOADED, RUNNING, UNLOADED, Phase
 from lifecycle.core.status_view import ModelStatus, model_status
 from lifecycle.core.values import Availability, Handle
+from lifecycle.observe import memory_budget
 from lifecycle.observe.availability import AvailabilityCache
 from lifecycle.observe.docker_events import DockerPing, DockerWatch
 from lifecycle.observe.probes import ReadyProbe, probe_ready
@@ -95,6 +98,8 @@ class LifecycleService:
         self._changes = ChangeSignal()
         self._memories = MemoryCache(self._store, self._policy)
         self._availability = AvailabilityCache(self._runtimes)
+        # Gateway requests, chat streams and benchmark runs say when they use a model.
+        self.activity = Activity()
         self._reconciler = Reconciler(
             settings,
             self._store,
@@ -104,10 +109,12 @@ class LifecycleService:
             self._policy,
             self._changes,
             probe=probe,
+            activity=self.activity,
         )
         self._docker_watch = DockerWatch(settings.instance, self._reconciler.kick)
         self._docker_ping = DockerPing()
         self._lifecycle = threading.Lock()
+        self._admission = threading.Lock()
         self._started = False
         self._stopped = False
 
@@ -177,13 +184,62 @@ class LifecycleService:
 
     # --- commands ----------------------------------------------------------------------------
 
-    def load(self, model_id: str, actor: str = "ui") -> ModelStatus:
-        """Ask for the model to be loaded; returns at once (``wait`` waits for ready)."""
+    def load(self, model_id: str, actor: str = "ui", *, evict: bool = False) -> ModelStatus:
+        """Ask for the model to be loaded; returns at once (``wait`` waits for ready).
+
+        A model with ``memory_gb`` is admitted only if it fits the memory budget beside what
+        is loaded; ``evict`` (or the model's ``swap``) unloads least recently used idle models
+        to make room instead of refusing (``NotEnoughMemory``).
+        """
         actor = _checked_actor(actor)
         spec = self._spec(model_id)
         if not spec.can_load:
             how = spec.manual_start or f"start it by hand so that it answers at {spec.url}"
             raise CannotLoad(f"{spec.name} is an external server that the app does not start: {how}")
+        # One admission at a time: two loads that each fit alone can't both take the last room.
+        with self._admission:
+            self._make_room(spec, evict=evict or spec.swap, actor=actor)
+            return self._request_load(spec, actor)
+
+    def _make_room(self, spec: ModelSpec, *, evict: bool, actor: str) -> None:
+        if spec.memory_gb is None:
+            return
+        state = self._state(spec.id)
+        if state.desired == LOADED and state.phase != Phase.FAILED:
+            return  # admitted already; this is a repeat click
+        now = time.time()
+        budget = memory_budget.budget(self.settings.memory_budget_gb)
+        decision = admit(spec.id, spec.memory_gb, budget, self._holders(now), evict=evict, now=now)
+        if isinstance(decision, Refused):
+            raise NotEnoughMemory(decision.message)
+        for victim in decision.evict:
+            log.info("unloading %s to make room for %s", victim, spec.id)
+            self._command(victim, lambda _version: [UnloadRequested(reason="evicted")], actor)
+
+    def _holders(self, now: float) -> list[Holder]:
+        """Models loaded or asked to be whose memory is known: what the budget holds."""
+        holders = []
+        states = self._store.model_states()
+        for spec in self._catalog.catalog:
+            state = states.get(spec.id)
+            # A model without memory_gb can't be counted: admission is as good as the estimates.
+            wanted = state is not None and state.desired == LOADED and state.phase != Phase.FAILED
+            if spec.memory_gb is None or state is None or not wanted:
+                continue
+            since = state.since if state.since is not None else now
+            holders.append(
+                Holder(
+                    spec.id,
+                    spec.memory_gb,
+                    ready=state.phase == Phase.READY,
+                    busy=self.activity.busy(spec.id),
+                    idle_since=max(since, self.activity.last_used(spec.id) or 0.0),
+                )
+            )
+        return holders
+
+    def _request_load(self, spec: ModelSpec, actor: str) -> ModelStatus:
+        model_id = spec.id
 
         def decide(_version: int) -> list[Event]:
             state = self._state(model_id)
@@ -374,6 +430,7 @@ class LifecycleService:
             usual_load_s=usual,
             now=now,
             unrecorded=self.store_error,
+            idle_unload_s=spec.idle_after_s(self.settings.idle_ttl_s),
             not_answering=not_answering,
         )
 

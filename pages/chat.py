@@ -60,4 +60,5 @@ if prompt := st.chat_input(f"Message {status.name}"):
     user_turn = Turn("user", prompt)
     chat.add(user_turn)
     render_turn(user_turn)
-    stream_reply(request, status.name, chat)
+    with service.activity.using(model_id):  # an open chat stream keeps the model from idling out
+        stream_reply(request, status.name, chat)

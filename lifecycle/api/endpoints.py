@@ -46,6 +46,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Collection, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 import anyio
@@ -151,6 +152,16 @@ def bool_param(request: Request, name: str) -> bool:
     if value in _FALSE:
         return False
     raise _invalid(name, raw, "true or false")
+
+
+def evict_param(request: Request) -> bool:
+    """``?evict=lru``: make room by unloading the least recently used idle models."""
+    raw = request.query_params.get("evict")
+    if raw is None:
+        return False
+    if raw.strip().lower() == "lru":
+        return True
+    raise _invalid("evict", raw, "lru (unload the least recently used idle models to make room)")
 
 
 def model_id_param(value: str) -> str:
@@ -279,9 +290,12 @@ class Api:
         # Parameters first: a bad one must not leave a half-done command behind.
         wait = bool_param(request, "wait")
         timeout_s = float_param(request, "timeout_s", DEFAULT_WAIT_S, MAX_WAIT_S)
+        evict = evict_param(request) if command == "load" else False
         service = self._service()
-        act = service.load if command == "load" else service.unload
-        status = await run_in_threadpool(act, model_id, ACTOR)
+        if command == "load":
+            status = await run_in_threadpool(partial(service.load, evict=evict), model_id, ACTOR)
+        else:
+            status = await run_in_threadpool(service.unload, model_id, ACTOR)
         if not wait:
             return JSONResponse(status.to_json(), status_code=202)
         until: Until = "ready" if command == "load" else "stopped"

@@ -131,6 +131,14 @@ class ModelSpec(BaseModel):
     # What /v1/models reports and chat requests send as "model"; default: the id.
     served_model: Text = Field(default="", validate_default=False)
     startup_timeout_s: float = Field(default=FALLBACK_STARTUP_TIMEOUT_S, gt=0)
+    # Unload after this long with nothing using it (no request, chat or benchmark); 0 never.
+    # Unset: the app's DXG_IDLE_TTL_S, itself off unless set.
+    idle_ttl_s: float | None = Field(default=None, ge=0)
+    # What the server holds once loaded, the user's estimate; loads that would not fit the
+    # memory budget beside what is loaded are refused. Unset: not checked.
+    memory_gb: float | None = Field(default=None, gt=0)
+    # Make room by unloading the least recently used idle models instead of refusing.
+    swap: bool = False
     health_path: str | None = None  # overrides the engine's readiness path
     model_path: Path | None = None  # its existence makes the model "Available"
     # Excluded from dumps so API answers never carry a value that might be a secret.
@@ -158,6 +166,12 @@ class ModelSpec(BaseModel):
         if data.get("runtime") == RuntimeKind.PROCESS and "workdir" not in data and base_dir is not None:
             data["workdir"] = base_dir
         return data
+
+    def idle_after_s(self, default_s: float | None) -> float | None:
+        """How long unused before the app unloads it: its own idle_ttl_s, else the app's
+        default; None for never (0, neither set, or an external server the app can't stop)."""
+        ttl = self.idle_ttl_s if self.idle_ttl_s is not None else default_s
+        return ttl if ttl and self.can_load else None
 
     @field_validator("id")
     @classmethod

@@ -28,6 +28,12 @@ class CannotLoad(LifecycleError):
     error = "cannot_load"
 
 
+class NotEnoughMemory(CannotLoad):
+    """The model's memory_gb does not fit the budget beside what is loaded."""
+
+    error = "not_enough_memory"
+
+
 class InvalidRequest(LifecycleError):
     status_code = 422
     error = "invalid_request"

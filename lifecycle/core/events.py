@@ -85,7 +85,7 @@ class Event:
         return dataclasses.asdict(self)
 
 
-UnloadReason = Literal["user", "shutdown", "removed", "adopt-unwanted"]
+UnloadReason = Literal["user", "shutdown", "removed", "adopt-unwanted", "idle", "evicted"]
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from lifecycle.core.states import LOADED, RUNNING, Phase
 
 # Stop reasons as recorded in StopIssued / Stopped.
 REMOVED: Final = "removed"
+IDLE: Final = "idle"  # nothing used it for its idle_ttl_s
 STARTUP_TIMEOUT: Final = "startup timeout"
 UNWANTED: Final = "adopt-unwanted"
 
@@ -34,6 +35,7 @@ class Target:
     """What the catalog says about a model the planner needs; None means "removed from the catalog"."""
 
     startup_timeout_s: float
+    idle_ttl_s: float | None = None  # unload once unused this long; None: never
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,9 @@ class Observed:
     # Why a ready server counts as hung (its liveness probe failed often enough in a row), if it does.
     unhealthy: str | None = None
     liveness_failures: int = 0
+    # Something uses the ready server right now (a request, a chat stream, a benchmark run).
+    busy: bool = False
+    last_used: float | None = None  # when its last use ended; None: not used since the app started
 
     @classmethod
     def unknown(cls, reason: str) -> Observed:
@@ -120,7 +125,7 @@ class MarkStopped:
 
 @dataclass(frozen=True)
 class RequestUnload:
-    """The reconciler asks for an unload itself: the model left the catalog."""
+    """The reconciler asks for an unload itself: the model left the catalog, or sat idle."""
 
     reason: str
 
@@ -182,6 +187,15 @@ def plan(
     return prefix + _Situation(state, memory, now, policy, wanted, reason).plan(target, observed)
 
 
+def _idle_too_long(target: Target, seen: Observed, ready_since: float, now: float) -> bool:
+    ttl = target.idle_ttl_s
+    if not ttl or seen.busy:
+        return False
+    # Idle from its last use, or from when it became ready if nothing has used it since.
+    idle_since = max(ready_since, seen.last_used or 0.0)
+    return now - idle_since >= ttl
+
+
 @dataclass(frozen=True)
 class _Situation:
     """The inputs every rule reads, plus what ``plan`` concluded: is the model wanted, and if
@@ -211,6 +225,8 @@ class _Situation:
                 ready_for = None if state.since is None else now - state.since
                 hung = MarkUnhealthy(seen.unhealthy, seen.liveness_failures)
                 return [hung, *self._after_failure(new_failure=True, ready_for=ready_for)]
+            if phase == Phase.READY and target is not None and _idle_too_long(target, seen, since, now):
+                return [RequestUnload(IDLE)]
             if phase == Phase.STARTING:
                 if seen.ready:
                     return [MarkReady(round(now - since, 3))]

@@ -51,6 +51,7 @@ class ModelStatus:
     reason: str | None  # why Offline or failed
     usual_load_s: float | None  # median of past load durations
     manual_start: str | None  # external models: how to start by hand
+    idle_unload_s: float | None = None  # unloaded after this long unused; None: never
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,6 +66,7 @@ def model_status(
     now: float,
     unrecorded: str | None = None,
     not_answering: str | None = None,
+    idle_unload_s: float | None = None,
 ) -> ModelStatus:
     """``unrecorded``: why the store can't be written right now. What the app last recorded may
     no longer be true (a server may have died unrecorded), so a model it manages reads as
@@ -120,5 +122,6 @@ def model_status(
         dot=words.dot.value,
         reason=reason,
         usual_load_s=usual_load_s,
+        idle_unload_s=idle_unload_s,
         manual_start=spec.manual_start if external else None,
     )

@@ -36,6 +36,7 @@ from typing import Any, Final
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from db.store import ConcurrencyConflict, EventStore
+from lifecycle.activity import Activity
 from lifecycle.catalog import Catalog, ModelSpec, RuntimeKind
 from lifecycle.catalog.watch import CatalogHolder
 from lifecycle.core import planner
@@ -57,7 +58,7 @@ from lifecycle.core.events import (
 from lifecycle.core.planner import AdoptionPlan, Observed, Start, Stop, Target, plan, plan_adoption
 from lifecycle.core.policy import RestartPolicy
 from lifecycle.core.projection import ModelState
-from lifecycle.core.states import LOADED, RUNNING, Phase
+from lifecycle.core.states import LOADED, RUNNING, UNLOADED, Phase
 from lifecycle.core.values import Handle
 from lifecycle.observe.liveness import LivenessWatch, LiveProbe
 from lifecycle.observe.probes import ReadyProbe, probe_live, probe_ready
@@ -97,8 +98,10 @@ class Reconciler:
         clock: Callable[[], float] = time.time,
         probe: ReadyProbe = probe_ready,
         live_probe: LiveProbe = probe_live,
+        activity: Activity | None = None,
     ) -> None:
         self._settings = settings
+        self._activity = activity or Activity(clock)
         self._store = store
         self._runtimes = runtimes
         self._catalog = catalog
@@ -178,6 +181,9 @@ class Reconciler:
         states = self._store.model_states()
         catalog, good = self._catalog.catalog, self._catalog.good
         acted = False
+        # Servers on their way out still hold their memory: a model admitted by memory (it may
+        # have evicted them) starts once they are gone, or it could run out of memory.
+        freeing = {m for m, s in states.items() if s.desired == UNLOADED and s.phase in RUNNING}
         for model_id, state in states.items():
             if model_id in busy:
                 continue
@@ -185,7 +191,8 @@ class Reconciler:
             if spec is None and not good:
                 continue  # not "removed": the catalog just can't be read yet
             try:
-                acted = self._reconcile(state, spec, now) or acted
+                wait = bool(freeing - {model_id})
+                acted = self._reconcile(state, spec, now, waiting_for_memory=wait) or acted
             except Exception:  # one broken model must not stop the others being looked after
                 log.exception("reconciling %s failed", model_id)
         starting = {m for m, s in states.items() if s.phase == Phase.STARTING}
@@ -212,13 +219,20 @@ class Reconciler:
         with self._inflight_lock:
             return model_id in self._inflight
 
-    def _reconcile(self, state: ModelState, spec: ModelSpec | None, now: float) -> bool:
+    def _reconcile(
+        self, state: ModelState, spec: ModelSpec | None, now: float, *, waiting_for_memory: bool = False
+    ) -> bool:
         """Plan and act for one model; True when it recorded something."""
         managed = spec if spec is not None and spec.can_load else None
-        target = Target(managed.startup_timeout_s) if managed is not None else None
+        target = None
+        if managed is not None:
+            target = Target(managed.startup_timeout_s, managed.idle_after_s(self._settings.idle_ttl_s))
         actions = plan(
             state, target, self._observe(state, managed), self._memories.get(state), now, self._policy
         )
+        holds_memory = managed is not None and managed.memory_gb is not None
+        if waiting_for_memory and holds_memory and any(isinstance(a, Start) for a in actions):
+            return False  # planned again on the next pass, which comes fast while they stop
         return bool(actions) and self._carry_out(state, managed, actions)
 
     def _observe(self, state: ModelState, spec: ModelSpec | None) -> Observed | None:
@@ -235,8 +249,13 @@ class Reconciler:
         if seen.running and state.phase == Phase.READY and spec is not None and state.desired == LOADED:
             live = self._liveness.watch(handle, spec)
             hung = live.failures >= self._settings.liveness_failures
+            model_id = state.model_id
             return Observed(
-                running=True, unhealthy=live.reason if hung else None, liveness_failures=live.failures
+                running=True,
+                unhealthy=live.reason if hung else None,
+                liveness_failures=live.failures,
+                busy=self._activity.busy(model_id),
+                last_used=self._activity.last_used(model_id),
             )
         if not seen.running or state.phase != Phase.STARTING or spec is None or state.desired != LOADED:
             return Observed(running=seen.running, exit_code=seen.exit_code, oom=seen.oom_killed)

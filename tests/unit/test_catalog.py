@@ -798,3 +798,22 @@ def test_cli_as_a_module(tmp_path: Path) -> None:
     assert run.returncode == 1
     assert run.stderr.startswith(f"{bad}:2: invalid YAML at line 2")
     assert "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize(
+    ("own", "default", "expected"),
+    [(None, None, None), (None, 600.0, 600.0), (120.0, 600.0, 120.0), (0.0, 600.0, None), (30.0, None, 30.0)],
+)
+def test_idle_time_is_the_models_own_else_the_apps_and_0_means_never(
+    own: float | None, default: float | None, expected: float | None
+) -> None:
+    fields = {} if own is None else {"idle_ttl_s": own}
+    spec = ModelSpec.model_validate(catalogs.sim_process("m", 9000) | fields)
+    assert spec.idle_after_s(default) == expected
+
+
+def test_an_external_server_never_idles_out_and_a_negative_idle_time_is_refused() -> None:
+    external = ModelSpec.model_validate(catalogs.external("ext", 9000) | {"idle_ttl_s": 60})
+    assert external.idle_after_s(600.0) is None  # the app neither starts nor stops it
+    with pytest.raises(ValidationError, match="idle_ttl_s"):
+        ModelSpec.model_validate(catalogs.sim_process("m", 9000) | {"idle_ttl_s": -1})

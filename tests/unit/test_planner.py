@@ -31,6 +31,7 @@ from lifecycle.core.events import (
 from lifecycle.core.events import StartFailed as StartFailedEvent
 from lifecycle.core.memory import PlannerMemory, fold_memory
 from lifecycle.core.planner import (
+    IDLE,
     REMOVED,
     STARTUP_TIMEOUT,
     UNWANTED,
@@ -551,3 +552,37 @@ def test_span(seconds: float, text: str) -> None:
 )
 def test_transitional(desired: str, phase: Phase, moving: bool) -> None:
     assert transitional(ModelState(model_id="m", desired=desired, phase=phase)) is moving  # type: ignore[arg-type]
+
+
+IDLE_TARGET = Target(startup_timeout_s=120.0, idle_ttl_s=60.0)
+
+
+@pytest.mark.parametrize(
+    ("target", "observed", "after_ready_s", "expected"),
+    [
+        (IDLE_TARGET, RUNNING, 59.9, []),  # not idle long enough since it became ready
+        (IDLE_TARGET, RUNNING, 60.0, [RequestUnload(IDLE)]),  # never used: idle from ready
+        (IDLE_TARGET, Observed(running=True, busy=True), 3600, []),  # in use right now: never
+        (IDLE_TARGET, Observed(running=True, last_used=T0 + 100), 159, []),  # used 59 s ago
+        (IDLE_TARGET, Observed(running=True, last_used=T0 + 100), 160, [RequestUnload(IDLE)]),
+        (TARGET, RUNNING, 10**6, []),  # no idle time set: never
+        (Target(120.0, idle_ttl_s=0.0), RUNNING, 10**6, []),  # 0 is "never" too
+    ],
+)
+def test_a_ready_model_nothing_uses_is_unloaded_after_its_idle_time(
+    target: Target, observed: Observed, after_ready_s: float, expected: list[Action]
+) -> None:
+    state = ModelState(model_id="m", desired=LOADED, phase=Phase.READY, since=T0, handle=handle())
+    assert plan(state, target, observed, PlannerMemory(), T0 + after_ready_s, POLICY) == expected
+
+
+def test_an_idle_unload_stops_the_server_with_reason_idle() -> None:
+    timeline = loaded()
+    timeline.start_and_get_ready()
+    timeline.advance(60)
+    timeline.carry_out(timeline.plan(RUNNING, target=IDLE_TARGET))
+    assert timeline.state.desired == UNLOADED
+    assert timeline.plan(RUNNING, target=IDLE_TARGET) == [Stop(IDLE)]
+    # A model still starting is never "idle": its startup is what it is waiting on.
+    starting = ModelState(model_id="m", desired=LOADED, phase=Phase.STARTING, since=T0, handle=handle())
+    assert plan(starting, IDLE_TARGET, RUNNING, PlannerMemory(), T0 + 100, POLICY) == []
