@@ -1,8 +1,9 @@
 """The model chips footer: one chip per model with its status dot, on every page.
 
-A fragment with ``run_every`` redraws only itself, so dots follow loads and crashes without
-rerunning the page. Streamlit queues a timed fragment run while the page script is still busy
-(it never preempts it), so a chat reply being streamed is not cut off by a refresh.
+A live part (``ui.live``) redraws only itself, so dots follow loads and crashes without
+rerunning the page: every second at rest, every ``FAST_S`` while a model or a benchmark moves.
+Streamlit queues a timed fragment run while the page script is still busy (it never preempts
+it), so a chat reply being streamed is not cut off by a refresh.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import streamlit as st
 from lifecycle.core.status_view import ModelStatus
 from service_access import ServiceNotRunning, get_service
 from ui.format import dot_md, escape_md, size_label
+from ui.live import live
 
 log = logging.getLogger(__name__)
 
-REFRESH_S: Final = 1.0
+LIVE_KEY: Final = "live-chips"  # the footer's live part (``ui.live.hurry`` names it)
 DIALOG_KEY: Final = "dialog_model"  # the model whose dialog is open; the frame opens it
 CHIP_KEY_PREFIX: Final = "chip-"
 EMPTY_TEXT: Final = "No models loaded yet: click a model below to load one."
@@ -60,8 +62,11 @@ def _chip(status: ModelStatus) -> None:
         st.caption(size_label(status.size), width="content")
 
 
-@st.fragment(run_every=REFRESH_S)
 def chips_footer() -> None:
+    live(LIVE_KEY, _chips)
+
+
+def _chips() -> None:
     statuses = _statuses()
     if statuses is None:
         return

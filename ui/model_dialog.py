@@ -1,8 +1,9 @@
 """The model dialog: a model's facts and status, and the buttons that load or unload it.
 
 It opens when ``session_state["dialog_model"]`` names a model (a chip click sets it; so can a
-test) and closes by clearing that key. Its body is a fragment that refreshes itself every
-second, so elapsed time, status and the log tail move while a model loads.
+test) and closes by clearing that key. Its body is a live part (``ui.live``): elapsed time,
+status and the log tail refresh every ``FAST_S`` while anything moves, every second at rest.
+A Load or Unload click hurries it and the chips, so both switch to the fast pace at once.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from lifecycle.core.status_view import ModelStatus
 from lifecycle.service import LifecycleError, LifecycleService, UnknownModel
 from service_access import ServiceNotRunning, get_benchmarks, get_service
 from ui.chips import DIALOG_KEY
+from ui.chips import LIVE_KEY as CHIPS_LIVE_KEY
 from ui.dialog_view import LOAD_LABEL, RETRY_LABEL, UNLOAD_LABEL, Action, DialogView, dialog_view
 from ui.format import dot_md, escape_md
+from ui.live import hurry, live
 from ui.session_gate import signed_in
 from ui.widgets import log_box
 
-LIVE_S: Final = 1.0
+LIVE_KEY: Final = "live-dialog"  # the dialog body's live part
 LOG_LINES: Final = 30
 LOG_HEIGHT_PX: Final = 200
 ERROR_KEY: Final = "dialog_error"  # the last refused command, shown until the next one
@@ -73,6 +76,7 @@ def _command(model_id: str, action: Action) -> None:
         st.session_state[ERROR_KEY] = str(exc)
     else:
         st.session_state.pop(ERROR_KEY, None)
+        hurry(LIVE_KEY, CHIPS_LIVE_KEY)  # something moves now: both go fast without waiting
 
 
 def _facts(view: DialogView) -> None:
@@ -165,7 +169,6 @@ def _body(service: LifecycleService, status: ModelStatus) -> None:
             _log_tail(service, status.id)
 
 
-@st.fragment(run_every=LIVE_S)
 def _live_body(model_id: str) -> None:
     service = get_service()
     try:
@@ -183,4 +186,8 @@ def model_dialog(model_id: str) -> None:
     except UnknownModel:
         close_dialog()
         return
-    st.dialog(escape_md(status.name), width="medium", on_dismiss=close_dialog)(_live_body)(model_id)
+    st.dialog(escape_md(status.name), width="medium", on_dismiss=close_dialog)(_dialog)(model_id)
+
+
+def _dialog(model_id: str) -> None:
+    live(LIVE_KEY, _live_body, model_id)

@@ -80,8 +80,18 @@ def shared_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningApp]
     )
     with running_app(tmp_path_factory.mktemp("browser"), *models) as running:
         yield running
+    save_timings(timings)
+
+
+def save_timings(values: dict[str, Any]) -> None:
+    """Add ``values`` to test-artifacts/ui-timings.json, keeping the keys other tests wrote."""
+    path = ARTIFACTS / "ui-timings.json"
     ARTIFACTS.mkdir(exist_ok=True)
-    (ARTIFACTS / "ui-timings.json").write_text(json.dumps(timings, indent=2) + "\n")
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        saved = {}
+    path.write_text(json.dumps({**saved, **values}, indent=2) + "\n")
 
 
 @pytest.fixture
