@@ -20,6 +20,7 @@ from prometheus_client import Counter as PromCounter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from lifecycle.core.admission import MemoryView
 from lifecycle.core.events import (
     Crashed,
     LoadRequested,
@@ -118,6 +119,22 @@ class ModelCollector(Collector):
             ]
             durations.add_metric([model_id], bounds, history.load_sum[model_id])
         yield durations
+        yield from _memory(service.memory())
+
+
+def _memory(memory: MemoryView) -> Iterator[Metric]:
+    budget = GaugeMetricFamily(
+        "dxg_memory_budget_gb", "The budget: configured, or free memory measured now", labels=["source"]
+    )
+    budget.add_metric([memory.budget.source], memory.budget.gb)
+    yield budget
+    yield GaugeMetricFamily("dxg_memory_free_gb", "Room left for another model", value=memory.free_gb)
+    held = GaugeMetricFamily(
+        "dxg_memory_held_gb", "memory_gb of each model loaded or loading", labels=["model"]
+    )
+    for holder in memory.holders:
+        held.add_metric([holder.model_id], holder.memory_gb)
+    yield held
 
 
 class GatewayCollector(Collector):

@@ -26,7 +26,7 @@ from lifecycle.activity import Activity
 from lifecycle.catalog import Catalog, ModelSpec, RuntimeKind
 from lifecycle.catalog.watch import CatalogHolder
 from lifecycle.core import secrets
-from lifecycle.core.admission import Holder, Refused, admit
+from lifecycle.core.admission import Holder, MemoryView, Refused, admit
 from lifecycle.core.errors import CannotLoad, InvalidRequest, LifecycleError, NotEnoughMemory, UnknownModel
 from lifecycle.core.events import (
     APP_STREAM,
@@ -215,6 +215,11 @@ class LifecycleService:
         for victim in decision.evict:
             log.info("unloading %s to make room for %s", victim, spec.id)
             self._command(victim, lambda _version: [UnloadRequested(reason="evicted")], actor)
+
+    def memory(self) -> MemoryView:
+        """The memory budget now and the models holding it."""
+        now = time.time()
+        return MemoryView(memory_budget.budget(self.settings.memory_budget_gb), tuple(self._holders(now)))
 
     def _holders(self, now: float) -> list[Holder]:
         """Models loaded or asked to be whose memory is known: what the budget holds."""

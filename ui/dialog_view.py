@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
+from lifecycle.core.admission import MemoryView, gb
+from lifecycle.core.planner import span
 from lifecycle.core.states import LOADED, LOADING_LABEL, OFFLINE_LABEL, RUNNING, Phase
 from lifecycle.core.status_view import ModelStatus
 from ui.format import clock
@@ -63,6 +65,8 @@ class DialogView:
 
 
 def facts(status: ModelStatus) -> tuple[tuple[str, str], ...]:
+    memory = gb(status.memory_gb) if status.memory_gb is not None else "not given (not checked)"
+    idle = f"unloads after {span(status.idle_unload_s)} idle" if status.idle_unload_s else "stays loaded"
     return (
         ("Engine", status.engine),
         ("Runtime", status.runtime),
@@ -70,7 +74,15 @@ def facts(status: ModelStatus) -> tuple[tuple[str, str], ...]:
         ("Format", status.format or "—"),
         ("URL", status.url),
         ("Tools", YES_NO[status.supports_tools]),
+        ("Memory", memory),
+        ("Idle", idle),
     )
+
+
+def memory_text(memory: MemoryView) -> str:
+    """The budget line under a model with memory_gb: what is free, and who holds the rest."""
+    held = ", ".join(f"{h.model_id} {gb(h.memory_gb)}" for h in memory.holders) or "nothing"
+    return f"Memory: {gb(max(memory.free_gb, 0.0))} free ({memory.budget.source}); held: {held}"
 
 
 def _headline(status: ModelStatus) -> str:

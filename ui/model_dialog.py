@@ -19,7 +19,7 @@ from lifecycle.service import LifecycleError, LifecycleService, UnknownModel
 from service_access import ServiceNotRunning, get_benchmarks, get_service
 from ui.chips import DIALOG_KEY
 from ui.chips import LIVE_KEY as CHIPS_LIVE_KEY
-from ui.dialog_view import LOAD_LABEL, RETRY_LABEL, UNLOAD_LABEL, Action, DialogView, dialog_view
+from ui.dialog_view import LOAD_LABEL, RETRY_LABEL, UNLOAD_LABEL, Action, DialogView, dialog_view, memory_text
 from ui.format import dot_md, escape_md
 from ui.live import hurry, live
 from ui.session_gate import signed_in
@@ -155,6 +155,8 @@ def _body(service: LifecycleService, status: ModelStatus) -> None:
             f"This server is started outside the app. {escape_md(view.manual_start)}", icon=":material/info:"
         )
     _facts(view)
+    if status.memory_gb is not None:
+        st.caption(escape_md(memory_text(service.memory())))
     if error := st.session_state.get(ERROR_KEY):
         st.error(escape_md(str(error)))
     _buttons(status.id, view)

@@ -40,6 +40,22 @@ class Holder:
 
 
 @dataclass(frozen=True)
+class MemoryView:
+    """The budget and what holds it, as the dialog and /metrics show it."""
+
+    budget: Budget
+    holders: tuple[Holder, ...]
+
+    @property
+    def free_gb(self) -> float:
+        return free_gb(self.budget, list(self.holders))
+
+    @property
+    def held_gb(self) -> float:
+        return sum(h.memory_gb for h in self.holders)
+
+
+@dataclass(frozen=True)
 class Admitted:
     evict: tuple[str, ...] = ()  # unload these first (least recently used first)
 

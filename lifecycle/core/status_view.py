@@ -52,6 +52,7 @@ class ModelStatus:
     usual_load_s: float | None  # median of past load durations
     manual_start: str | None  # external models: how to start by hand
     idle_unload_s: float | None = None  # unloaded after this long unused; None: never
+    memory_gb: float | None = None  # what it holds once loaded, the catalog's estimate
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -123,5 +124,6 @@ def model_status(
         reason=reason,
         usual_load_s=usual_load_s,
         idle_unload_s=idle_unload_s,
+        memory_gb=spec.memory_gb,
         manual_start=spec.manual_start if external else None,
     )

@@ -60,6 +60,10 @@ def test_a_load_that_does_not_fit_is_refused_with_what_to_unload(client: TestCli
     )
     assert "or mem-c (3 GB, idle " in body["detail"]
     assert [e["type"] for e in events(client, "mem-b")] == []  # nothing recorded for a refusal
+    metrics = client.get("/metrics").text
+    assert 'dxg_memory_budget_gb{source="budget 10 GB, DXG_MEMORY_BUDGET_GB"} 10.0' in metrics
+    assert "dxg_memory_free_gb 1.0" in metrics
+    assert 'dxg_memory_held_gb{model="mem-a"} 6.0' in metrics
     # The gateway refuses the same way, in OpenAI's shape.
     answer = client.post("/v1/chat/completions", json={"model": "mem-b", "messages": HELLO})
     assert answer.status_code == 409

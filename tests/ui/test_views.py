@@ -17,6 +17,7 @@ from inference import (
     ServerUnreachable,
     StreamInterrupted,
 )
+from lifecycle.core.admission import Budget, Holder, MemoryView
 from lifecycle.core.events import (
     AppStarted,
     BenchmarkFinished,
@@ -31,7 +32,7 @@ from lifecycle.core.events import (
 )
 from lifecycle.core.status_view import ModelStatus
 from ui.chat_view import Conversation, Turn, conversation, error_text, metrics_caption, request_messages
-from ui.dialog_view import Action, dialog_view
+from ui.dialog_view import Action, dialog_view, memory_text
 from ui.format import dot_md, duration, escape_md, size_label
 from ui.history_view import details, event_rows, filter_rows, to_csv
 from ui.stats import load_stats, percentile
@@ -298,3 +299,16 @@ def test_unloading_model_offers_nothing_until_it_is_gone() -> None:
     assert dialog_view(unloading, now=0).actions == ()
     ready = replace(BASE, phase="ready", desired="loaded", loaded=True, status="Loaded & Ready", dot="green")
     assert dialog_view(ready, now=0).actions == (Action.UNLOAD,)
+
+
+def test_the_dialog_states_memory_and_idle_unload() -> None:
+    facts = dict(dialog_view(replace(BASE, memory_gb=16.0, idle_unload_s=600.0), now=0).facts)
+    assert (facts["Memory"], facts["Idle"]) == ("16 GB", "unloads after 10 min idle")
+    plain = dict(dialog_view(BASE, now=0).facts)
+    assert (plain["Memory"], plain["Idle"]) == ("not given (not checked)", "stays loaded")
+    budget = Budget(128.0, measured=False, source="budget 128 GB, DXG_MEMORY_BUDGET_GB")
+    held = MemoryView(budget, (Holder("gpt-oss-20b", 16.0, ready=True, busy=False, idle_since=0.0),))
+    assert memory_text(held) == (
+        "Memory: 112 GB free (budget 128 GB, DXG_MEMORY_BUDGET_GB); held: gpt-oss-20b 16 GB"
+    )
+    assert memory_text(MemoryView(budget, ())).endswith("held: nothing")
