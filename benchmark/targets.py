@@ -43,7 +43,8 @@ def model_target(service: LifecycleService, model_id: str) -> tuple[Target, dict
             f"model {model_id!r} is not loaded ({status.status}); load it in the app, "
             f"with `python -m cli load {model_id} --wait`, or pass --load"
         )
-    return discover(status.url, status.served_model, model_id=model_id, engine=status.engine)
+    key = service.upstream_key(model_id)
+    return discover(status.url, status.served_model, key, model_id=model_id, engine=status.engine)
 
 
 def load_through_app(settings: Settings, model_id: str, timeout_s: float) -> None:

@@ -96,7 +96,8 @@ class Gateway:
             activity = self._activity()
             activity.begin(model_id)  # ends with the relay: a model answering is not idle
             try:
-                response = await self.upstream.forward(model, request.url.path, body, accept)
+                key = self._service().upstream_key(model.id)
+                response = await self.upstream.forward(model, request.url.path, body, accept, key)
             except BaseException:
                 activity.end(model_id)
                 raise

@@ -67,12 +67,21 @@ class Upstream:
             self._client = None
 
     async def forward(
-        self, model: ModelStatus, path: str, body: Mapping[str, Any], accept: str | None
+        self,
+        model: ModelStatus,
+        path: str,
+        body: Mapping[str, Any],
+        accept: str | None,
+        api_key: str | None = None,
     ) -> Relay:
         url = model.url.rstrip("/") + path
+        # Only what the server needs: the client's own headers (its token for this app above
+        # all) never go upstream, and the server's key comes from the catalog, not the client.
         headers = {"content-type": "application/json"}
         if accept:
             headers["accept"] = accept
+        if api_key:
+            headers["authorization"] = f"Bearer {api_key}"
         content = json.dumps({**body, "model": model.served_model}).encode()
         request = self._http().build_request("POST", url, content=content, headers=headers)
         try:

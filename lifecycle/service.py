@@ -216,6 +216,14 @@ class LifecycleService:
             log.info("unloading %s to make room for %s", victim, spec.id)
             self._command(victim, lambda _version: [UnloadRequested(reason="evicted")], actor)
 
+    def upstream_key(self, model_id: str) -> str | None:
+        """The key the model's server wants from clients, from the catalog's env; never logged.
+        Remembered as a secret, so a server that prints it has it masked."""
+        key = self._spec(model_id).api_key(os.environ)
+        if key:
+            secrets.KNOWN.remember([key])
+        return key
+
     def memory(self) -> MemoryView:
         """The memory budget now and the models holding it."""
         now = time.time()

@@ -56,6 +56,7 @@ if prompt := st.chat_input(f"Message {status.name}"):
         max_tokens=int(max_tokens),
         temperature=float(temperature),
         read_timeout_s=float(timeout_s),
+        api_key=service.upstream_key(model_id),
     )
     user_turn = Turn("user", prompt)
     chat.add(user_turn)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import hmac
+
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from simulator import handlers as h
 from simulator import server_info as info
@@ -55,6 +60,24 @@ _ROUTES = {"nim": _nim_routes, "llamacpp": _llamacpp_routes, "vllm": _vllm_route
 
 
 def build_app(state: SimState) -> Starlette:
-    app = Starlette(routes=_ROUTES[state.config.engine]())
+    key = state.config.api_key
+    middleware = [Middleware(RequireKey, key=key)] if key else []
+    app = Starlette(routes=_ROUTES[state.config.engine](), middleware=middleware)
     app.state.sim = state
     return app
+
+
+class RequireKey:
+    """/v1/* wants ``Authorization: Bearer <key>``; health routes stay open, as on real servers."""
+
+    def __init__(self, app: ASGIApp, key: str) -> None:
+        self.app, self._expected = app, f"Bearer {key}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/v1/") and "health" not in scope["path"]:
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self._expected):
+                body = {"error": {"message": "Unauthorized", "type": "authentication_error", "code": 401}}
+                await JSONResponse(body, status_code=401)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 ENGINES = ("nim", "llamacpp", "vllm")
 
@@ -43,6 +44,8 @@ class SimConfig:
     natural_length: int = 0  # 0: every reply runs to max_tokens
     early_role_frame: bool = False  # the role-only frame at arrival instead of with the first token
     max_model_len: int = DEFAULT_MAX_MODEL_LEN
+    # Required as "Authorization: Bearer <key>" on /v1/*, as vLLM's and llama-server's --api-key.
+    api_key: str | None = field(default=None, repr=False)
 
     @property
     def ttft_s(self) -> float:
@@ -119,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="vllm only: answer HTTP while loading (/health 200, empty /v1/models) instead of "
         "refusing connections like real vLLM",
     )
+    p.add_argument(
+        "--api-key-env",
+        metavar="NAME",
+        help="require the key in this environment variable as a bearer token on /v1/* (the key "
+        "itself never goes on a command line)",
+    )
     _add_serving_model(p)
     return p
 
@@ -188,6 +197,11 @@ def parse_args(argv: Sequence[str] | None = None) -> SimConfig:
     ns = parser.parse_args(argv)
     if not 0 <= ns.port <= 65535:
         parser.error(f"--port must be 0..65535, got {ns.port}")
+    api_key = None
+    if ns.api_key_env:
+        api_key = os.environ.get(ns.api_key_env)
+        if not api_key:
+            parser.error(f"--api-key-env {ns.api_key_env}: that environment variable is not set")
     if ns.serve_while_loading and ns.engine != "vllm":
         parser.error("--serve-while-loading only applies to --engine vllm (the others always answer)")
     return SimConfig(
@@ -213,4 +227,5 @@ def parse_args(argv: Sequence[str] | None = None) -> SimConfig:
         natural_length=ns.natural_length,
         early_role_frame=ns.early_role_frame,
         max_model_len=ns.max_model_len,
+        api_key=api_key,
     )

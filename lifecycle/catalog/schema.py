@@ -139,6 +139,9 @@ class ModelSpec(BaseModel):
     memory_gb: float | None = Field(default=None, gt=0)
     # Make room by unloading the least recently used idle models instead of refusing.
     swap: bool = False
+    # The name in ``env`` whose value the server wants as its bearer key (vLLM's --api-key, a
+    # remote NIM's key): the app's own clients (chat, benchmarks, the gateway) send it.
+    api_key_env: str | None = None
     health_path: str | None = None  # overrides the engine's readiness path
     model_path: Path | None = None  # its existence makes the model "Available"
     # Excluded from dumps so API answers never carry a value that might be a secret.
@@ -228,6 +231,14 @@ class ModelSpec(BaseModel):
     @model_validator(mode="after")
     def _runtime_settings_match(self) -> ModelSpec:
         problems: list[tuple[str, str]] = []
+        if self.api_key_env is not None and self.api_key_env not in self.env:
+            problems.append(
+                (
+                    "api_key_env",
+                    f"names {self.api_key_env!r}, which env does not list; add "
+                    f"'env: {{{self.api_key_env}: null}}' to take it from the app's environment",
+                )
+            )
         for setting, runtime in _RUNTIME_ONLY.items():
             if getattr(self, setting) is not None and runtime is not self.runtime:
                 problems.append(
@@ -289,6 +300,12 @@ class ModelSpec(BaseModel):
             if value is not None:
                 resolved[name] = value
         return resolved
+
+    def api_key(self, environ: Mapping[str, str]) -> str | None:
+        """The server's bearer key (``api_key_env``'s value), or None when it wants none."""
+        if self.api_key_env is None:
+            return None
+        return self.resolved_env(environ).get(self.api_key_env)
 
     def missing_env(self, environ: Mapping[str, str]) -> list[str]:
         """Names declared as null (pass-through) that ``environ`` doesn't provide."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import openai
 import psutil
 import pytest
@@ -215,3 +216,38 @@ def test_metrics_move_with_loads_crashes_and_requests(client: TestClient) -> Non
     server.kill()
     wait_until(lambda: scrape(client).get(("dxg_model_crashes_total", (("model", "gw-a"),))) == 1.0, 20,
                what="the crash to be counted")  # fmt: skip
+
+
+UPSTREAM_KEY = "upstream-key-5b1f0c9e7d3a"
+
+
+def test_a_servers_key_comes_from_the_catalog_and_is_never_echoed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GW_TEST_KEY", UPSTREAM_KEY)
+    port = free_port()
+    keyed = {
+        **sim_process("gw-keyed", port, "--api-key-env", "GW_TEST_KEY"),
+        "env": {"GW_TEST_KEY": None},
+        "api_key_env": "GW_TEST_KEY",
+    }
+    settings = api_settings(tmp_path, write_catalog(tmp_path / "models.yaml", keyed))
+    with serve(settings) as client:
+        # The client's own key is not the server's: the gateway sends the catalog's instead.
+        reply = user(client, api_key="the-clients-own-key").chat.completions.create(
+            model="gw-keyed",
+            messages=HELLO,  # type: ignore[arg-type]
+            max_tokens=3,
+        )
+        assert reply.usage is not None
+        assert reply.usage.completion_tokens == 3
+        bare = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json={"model": "gw-keyed"})
+        assert bare.status_code == 401  # the server does want a key
+        seen = [
+            client.get("/v1/models").text,
+            client.get("/api/models/gw-keyed").text,
+            client.get("/api/events", params={"model": "gw-keyed"}).text,
+            client.get("/api/models/gw-keyed/logs").text,
+            client.get("/metrics").text,
+        ]
+        assert all(UPSTREAM_KEY not in text for text in seen)

@@ -224,7 +224,9 @@ def test_unknown_field_lists_the_allowed_ones(tmp_path: Path) -> None:
     assert line.startswith(
         f"{path}:7: model 'proc', field 'load_cmd': unknown field (did you mean 'load_command'?)"
     )
-    assert "allowed fields: compose, description, docker, engine, env, format, health_path, id," in line
+    assert (
+        "allowed fields: api_key_env, compose, description, docker, engine, env, format, health_path," in line
+    )
 
 
 def test_unknown_field_in_a_runtime_section_lists_that_section(tmp_path: Path) -> None:
@@ -817,3 +819,12 @@ def test_an_external_server_never_idles_out_and_a_negative_idle_time_is_refused(
     assert external.idle_after_s(600.0) is None  # the app neither starts nor stops it
     with pytest.raises(ValidationError, match="idle_ttl_s"):
         ModelSpec.model_validate(catalogs.sim_process("m", 9000) | {"idle_ttl_s": -1})
+
+
+def test_api_key_env_must_name_an_env_entry_and_resolves_from_the_apps_environment() -> None:
+    keyed = catalogs.sim_process("m", 9000) | {"api_key_env": "M_KEY", "env": {"M_KEY": None}}
+    assert ModelSpec.model_validate(keyed).api_key({"M_KEY": "k-1"}) == "k-1"
+    assert ModelSpec.model_validate(keyed).api_key({}) is None
+    assert ModelSpec.model_validate(catalogs.sim_process("m", 9000)).api_key({"M_KEY": "k-1"}) is None
+    with pytest.raises(ValidationError, match="names 'M_KEY', which env does not list"):
+        ModelSpec.model_validate(catalogs.sim_process("m", 9000) | {"api_key_env": "M_KEY"})
