@@ -30,6 +30,7 @@ def api_routes(settings: Settings) -> list[BaseRoute]:
             settings.api_token,
             service_access.stopping,
             settings.gateway_load_timeout_s,
+            cancel_abandoned=settings.gateway_cancel_abandoned_loads,
         ),
     ]
 

@@ -113,6 +113,10 @@ class Settings(BaseSettings):
         gt=0,
         description="Memory the models' memory_gb may add up to; unset: free GPU memory, else MemAvailable.",
     )
+    gateway_cancel_abandoned_loads: bool = Field(
+        default=False,
+        description="Unload a model the gateway was loading once every request waiting for it has left.",
+    )
     gateway_load_timeout_s: float | None = Field(
         default=None,
         gt=0,

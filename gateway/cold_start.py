@@ -36,9 +36,13 @@ class ColdStarts:
         service: Callable[[], LifecycleService],
         stopping: Callable[[], bool],
         timeout_cap_s: float | None = None,
+        *,
+        cancel_abandoned: bool = False,
     ) -> None:
         self._service, self._stopping, self._cap = service, stopping, timeout_cap_s
+        self._cancel_abandoned = cancel_abandoned
         self._loads: dict[str, asyncio.Task[ModelStatus]] = {}
+        self._ours: set[str] = set()  # loads the gateway asked for (not a user's click)
         self.waiting: Counter[str] = Counter()  # requests waiting per model: the queue's length
 
     async def ready(self, model: ModelStatus) -> ModelStatus:
@@ -54,17 +58,34 @@ class ColdStarts:
             return await asyncio.shield(load)
         finally:
             self.waiting[model.id] -= 1
+            if self._cancel_abandoned and not self.waiting[model.id] and not load.done():
+                self._abandon(model.id, load)
+
+    def _abandon(self, model_id: str, load: asyncio.Task[ModelStatus]) -> None:
+        """The last waiter left a load the gateway started: stop waiting, and unload."""
+        load.cancel()
+        if model_id in self._ours:
+            log.info("gateway: every request waiting for %s left; unloading it", model_id)
+            unload = to_thread.run_sync(self._service().unload, model_id, ACTOR, "abandoned")
+            asyncio.ensure_future(unload).add_done_callback(_log_failure)
 
     def _forget(self, model_id: str, done: asyncio.Task[ModelStatus]) -> None:
         if self._loads.get(model_id) is done:
             del self._loads[model_id]
+            self._ours.discard(model_id)
         if not done.cancelled():
             done.exception()  # retrieved, so a load nobody waits for any more is not reported as lost
 
     async def _load(self, model_id: str) -> ModelStatus:
         service = self._service()
+
+        def ask() -> None:
+            if service.status_of(model_id).desired != "loaded":
+                self._ours.add(model_id)  # not a user's load: the gateway may take it back
+            service.load(model_id, ACTOR)
+
         try:
-            await to_thread.run_sync(service.load, model_id, ACTOR)
+            await to_thread.run_sync(ask)
         except NotEnoughMemory as exc:  # no retry helps until something is unloaded
             raise GatewayError(409, str(exc), "not_enough_memory") from None
         except LifecycleError as exc:
@@ -86,6 +107,11 @@ class ColdStarts:
                 raise _not_ready(model_id, "the app is stopping")
             if remaining <= 0:
                 raise _not_ready(model_id, f"it was not ready within {timeout:g} s ({status.status})")
+
+
+def _log_failure(done: asyncio.Future[object]) -> None:
+    if not done.cancelled() and done.exception() is not None:
+        log.warning("gateway: unloading an abandoned load failed: %s", done.exception())
 
 
 def _not_ready(model_id: str, reason: str) -> GatewayError:

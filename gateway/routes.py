@@ -55,10 +55,12 @@ class Gateway:
         service: Callable[[], LifecycleService],
         stopping: Callable[[], bool],
         load_timeout_s: float | None = None,
+        *,
+        cancel_abandoned: bool = False,
     ) -> None:
         self._service = service
         self._activity = lambda: service().activity
-        self.cold = ColdStarts(service, stopping, load_timeout_s)
+        self.cold = ColdStarts(service, stopping, load_timeout_s, cancel_abandoned=cancel_abandoned)
         self.upstream = Upstream()
         self.in_flight: Counter[str] = Counter()
         self.metrics = Metrics(service, self.in_flight, self.cold.waiting)
@@ -208,8 +210,10 @@ def routes(
     token: SecretStr | None,
     stopping: Callable[[], bool],
     load_timeout_s: float | None = None,
+    *,
+    cancel_abandoned: bool = False,
 ) -> list[BaseRoute]:
-    gateway = Gateway(service, stopping, load_timeout_s)
+    gateway = Gateway(service, stopping, load_timeout_s, cancel_abandoned=cancel_abandoned)
     forward = gateway.forward
     return [
         Route("/metrics", OpenAIBearer(request_response(gateway.metrics_page), token), methods=["GET"]),

@@ -38,6 +38,7 @@ from lifecycle.core.events import (
     InvalidStream,
     LoadRequested,
     RecordedEvent,
+    UnloadReason,
     UnloadRequested,
     check_model_id,
     model_stream,
@@ -275,7 +276,7 @@ class LifecycleService:
         self._command(model_id, decide, actor)
         return self.status_of(model_id)
 
-    def unload(self, model_id: str, actor: str = "ui") -> ModelStatus:
+    def unload(self, model_id: str, actor: str = "ui", reason: UnloadReason = "user") -> ModelStatus:
         """Ask for the model's server to be stopped; returns at once (``wait`` waits for stopped)."""
         actor = _checked_actor(actor)
         spec = self._spec(model_id)
@@ -286,7 +287,7 @@ class LifecycleService:
 
         def decide(_version: int) -> list[Event]:
             wanted = self._state(model_id).desired != UNLOADED
-            return [UnloadRequested(reason="user")] if wanted else []
+            return [UnloadRequested(reason=reason)] if wanted else []
 
         self._command(model_id, decide, actor)
         return self.status_of(model_id)

@@ -85,7 +85,8 @@ class Event:
         return dataclasses.asdict(self)
 
 
-UnloadReason = Literal["user", "shutdown", "removed", "adopt-unwanted", "idle", "evicted"]
+# "abandoned": every gateway request waiting for the load left (DXG_GATEWAY_CANCEL_ABANDONED_LOADS).
+UnloadReason = Literal["user", "shutdown", "removed", "adopt-unwanted", "idle", "evicted", "abandoned"]
 
 
 @dataclass(frozen=True)

@@ -129,3 +129,16 @@ def test_the_openai_client_streams_through_the_app(app: RunningApp) -> None:
     plain = client.chat.completions.create(model="gw-paced", messages=HELLO, max_tokens=5)  # type: ignore[arg-type]
     assert plain.usage is not None
     assert plain.usage.completion_tokens == 5
+
+
+def test_with_cancel_abandoned_loads_the_last_waiter_leaving_unloads_the_model(files: AppFiles) -> None:
+    running = start_app(files, DXG_GATEWAY_CANCEL_ABANDONED_LOADS="true")
+    try:
+        body = {"model": "gw-slow", "messages": HELLO, "max_tokens": 2}
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{running.base_url}/v1/chat/completions", json=body, timeout=0.5)
+        wait_until(lambda: running.model("gw-slow")["phase"] == "stopped", 30, what="gw-slow to be unloaded")
+        unloads = [e for e in files.events("gw-slow") if e.type == "UnloadRequested"]
+        assert [(e.actor, e.event.payload()["reason"]) for e in unloads] == [("gateway", "abandoned")]
+    finally:
+        running.signal(signal.SIGTERM, 30)
