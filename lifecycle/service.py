@@ -11,6 +11,7 @@ is slow to ask (runtime availability) or derived from events (load-time medians)
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -198,7 +199,8 @@ class LifecycleService:
             how = spec.manual_start or f"start it by hand so that it answers at {spec.url}"
             raise CannotLoad(f"{spec.name} is an external server that the app does not start: {how}")
         # One admission at a time: two loads that each fit alone can't both take the last room.
-        with self._admission:
+        # Models without memory_gb are not admitted by memory, so they need not wait their turn.
+        with self._admission if spec.memory_gb is not None else contextlib.nullcontext():
             self._make_room(spec, evict=evict or spec.swap, actor=actor)
             return self._request_load(spec, actor)
 
