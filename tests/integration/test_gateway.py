@@ -3,15 +3,22 @@ routing by catalog id or served name, loads on demand, and every refusal in Open
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
 import psutil
 import pytest
+import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from settings import Settings
@@ -251,3 +258,79 @@ def test_a_servers_key_comes_from_the_catalog_and_is_never_echoed(
             client.get("/metrics").text,
         ]
         assert all(UPSTREAM_KEY not in text for text in seen)
+
+
+class EchoServer:
+    """An OpenAI-compatible stand-in that records what reaches it: the gateway's side of the hop."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, dict[str, Any], dict[str, str]]] = []
+        app = Starlette(routes=[Route("/v1/{path:path}", self.answer, methods=["GET", "POST"])])
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    async def answer(self, request: Request) -> JSONResponse:
+        if request.method == "GET":
+            return JSONResponse({"object": "list", "data": [{"id": "echo", "object": "model"}]})
+        body = await request.json()
+        self.seen.append((request.url.path, body, dict(request.headers)))
+        return JSONResponse(
+            {"object": "list", "data": [{"embedding": [0.5, 0.25], "index": 0}], "model": "x"}
+        )
+
+    def __enter__(self) -> EchoServer:
+        self.thread.start()
+        wait_until(lambda: self.server.started, 10, what="the echo server")
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def test_the_body_goes_upstream_untouched_but_model_and_so_do_no_client_headers(tmp_path: Path) -> None:
+    with EchoServer() as echo:
+        served = {**external("gw-echo", echo.port), "served_model": "org/echo-7b"}
+        settings = api_settings(tmp_path, write_catalog(tmp_path / "models.yaml", served))
+        with serve(settings) as client:
+            wait_until(
+                lambda: client.get("/api/models/gw-echo").json()["loaded"], 10, what="gw-echo to answer"
+            )
+            body = {
+                "model": "gw-echo",
+                "input": ["naïve café", "second"],
+                "encoding_format": "float",
+                "dimensions": 2,
+                "user": "u-1",
+                "extra_vendor_field": {"nested": [1, 2.5, None, True]},
+            }
+            answer = client.post(
+                "/v1/embeddings",
+                json=body,
+                headers={"Authorization": "Bearer the-clients-token", "X-Trace": "t1"},
+            )
+            assert answer.status_code == 200
+            assert answer.json()["data"][0]["embedding"] == [0.5, 0.25]  # the server's answer, passed back
+    ((path, seen, headers),) = echo.seen
+    assert path == "/v1/embeddings"
+    assert seen == {**body, "model": "org/echo-7b"}  # only model rewritten, to the served name
+    assert "authorization" not in headers
+    assert "x-trace" not in headers
+
+
+def test_a_load_that_outlasts_the_gateways_limit_gets_503_and_goes_on(tmp_path: Path) -> None:
+    slow = sim_process("gw-slow", free_port(), startup_s=3.0)
+    settings = api_settings(
+        tmp_path, write_catalog(tmp_path / "models.yaml", slow), gateway_load_timeout_s=0.5
+    )
+    with serve(settings) as client:
+        answer = client.post("/v1/chat/completions", json={"model": "gw-slow", "messages": HELLO})
+        assert answer.status_code == 503
+        assert answer.headers["retry-after"] == "30"
+        assert answer.json()["error"]["message"].startswith(
+            "gw-slow could not be loaded: it was not ready within 0.5 s"
+        )
+        wait_until(
+            lambda: client.get("/api/models/gw-slow").json()["phase"] == "ready", 20, what="the load to go on"
+        )
