@@ -180,3 +180,24 @@ def test_a_refused_connection_is_reported_inline(tmp_path: Path, monkeypatch: py
         error = no_exception(at).chat_message[1].error[0].value
         assert "does not answer" in error
         assert "Cannot connect" in shown_text(at)
+
+
+def test_a_streaming_reply_marks_the_model_in_use_so_it_does_not_idle_out(tmp_path: Path) -> None:
+    with chat_env(tmp_path, "--tokens-per-s", "40") as env:
+        url = env.load("sim-a").url
+        at = no_exception(env.app(CHAT))
+        at.number_input(key="chat:max_tokens").set_value(40)  # a 1 s reply
+        seen: list[bool] = []
+
+        def look_while_streaming() -> None:
+            wait_for_stream(url)
+            seen.append(env.service.activity.busy("sim-a"))
+
+        looker = threading.Thread(target=look_while_streaming)
+        looker.start()
+        at.chat_input[0].set_value("Hello").run(timeout=30)
+        looker.join(10)
+        no_exception(at)
+        assert seen == [True]  # in use while the reply streamed
+        assert not env.service.activity.busy("sim-a")
+        assert env.service.activity.last_used("sim-a") is not None  # idle counts from the reply's end
