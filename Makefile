@@ -60,6 +60,7 @@ perf-benchmark: $(DEV_STAMP)
 	$(BIN)/python -m perf.http_clients
 	$(BIN)/python -m perf.benchmark_capacity
 	$(BIN)/python -m perf.benchmark_agreement
+	$(BIN)/python -m perf.gateway_overhead
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts

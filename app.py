@@ -63,10 +63,11 @@ def streamlit_bind() -> tuple[str, int]:
 configure_logging()
 settings = get_settings()
 
+routes = api_routes(settings)
 app = st.App(
     "Home.py",
-    routes=api_routes(settings),
-    middleware=app_middleware(streamlit_bind()[0], settings),
+    routes=routes,
+    middleware=app_middleware(streamlit_bind()[0], settings, routes),
     lifespan=lifespan.lifespan(settings, streamlit_bind),
 )
 

@@ -35,6 +35,9 @@ def api_routes(settings: Settings) -> list[BaseRoute]:
     ]
 
 
-def middleware(bind_host: str, settings: Settings) -> list[Middleware]:
+def middleware(bind_host: str, settings: Settings, routes: list[BaseRoute]) -> list[Middleware]:
+    """The checks around everything, then /v1 taken straight to the gateway (``routes``: the
+    app's, so the shortcut serves the very same gateway and its figures)."""
     # /v1 changes state too (a request loads a model): the same Origin and form checks as /api.
-    return endpoints.middleware(bind_host, settings.allowed_host_names(), [gateway.PREFIX])
+    checks = endpoints.middleware(bind_host, settings.allowed_host_names(), [gateway.PREFIX])
+    return [*checks, Middleware(gateway.Shortcut, routes=routes)]

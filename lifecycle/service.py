@@ -219,6 +219,11 @@ class LifecycleService:
             log.info("unloading %s to make room for %s", victim, spec.id)
             self._command(victim, lambda _version: [UnloadRequested(reason="evicted")], actor)
 
+    @property
+    def changes(self) -> int:
+        """Moves whenever something is recorded: a reader may keep statuses until it does."""
+        return self._changes.count
+
     def upstream_key(self, model_id: str) -> str | None:
         """The key the model's server wants from clients, from the catalog's env; never logged.
         Remembered as a secret, so a server that prints it has it masked."""

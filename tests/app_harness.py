@@ -34,9 +34,10 @@ def api_settings(tmp_path: Path, catalog: Path, **overrides: Any) -> Settings:
 def serve(settings: Settings, bind: tuple[str, int] = ("127.0.0.1", 8080)) -> Iterator[TestClient]:
     """The API under its lifespan, started and stopped with the test client; ``bind`` stands in
     for the address the HTTP server would report."""
+    routes = api_routes(settings)
     app = Starlette(
-        routes=api_routes(settings),
-        middleware=app_middleware(bind[0], settings),
+        routes=routes,
+        middleware=app_middleware(bind[0], settings, routes),
         lifespan=lifespan.lifespan(settings, lambda: bind),
     )
     # The Host a browser on this machine sends: the app answers to loopback names only.
