@@ -105,10 +105,7 @@ class ModelCollector(Collector):
             ("dxg_model_failed_starts", "Starts that ended before ready", history.failed_starts),
             ("dxg_model_restarts", "Restarts scheduled after a crash or a failed start", history.restarts),
         ):
-            family = CounterMetricFamily(name, helptext, labels=["model"])
-            for model_id, count in sorted(counts.items()):
-                family.add_metric([model_id], count)
-            yield family
+            yield _per_model(CounterMetricFamily, name, helptext, counts)
         durations = HistogramMetricFamily(
             "dxg_model_load_duration_seconds", "From start to ready", labels=["model"]
         )
@@ -120,6 +117,15 @@ class ModelCollector(Collector):
             durations.add_metric([model_id], bounds, history.load_sum[model_id])
         yield durations
         yield from _memory(service.memory())
+
+
+def _per_model(
+    kind: type[CounterMetricFamily] | type[GaugeMetricFamily], name: str, helptext: str, counts: Counter[str]
+) -> Metric:
+    family = kind(name, helptext, labels=["model"])
+    for model_id, count in sorted(counts.items()):
+        family.add_metric([model_id], count)
+    return family
 
 
 def _memory(memory: MemoryView) -> Iterator[Metric]:
@@ -148,10 +154,7 @@ class GatewayCollector(Collector):
             ("dxg_gateway_in_flight", "Requests being answered", self._in_flight),
             ("dxg_gateway_queue_length", "Requests waiting for their model to load", self._waiting),
         ):
-            family = GaugeMetricFamily(name, helptext, labels=["model"])
-            for model_id, count in sorted(counts.items()):
-                family.add_metric([model_id], count)
-            yield family
+            yield _per_model(GaugeMetricFamily, name, helptext, counts)
 
 
 class Metrics:

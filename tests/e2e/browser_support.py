@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING, Final
 
 import pytest
 
-from tests.e2e.conftest import FAILED_KEY
 from tests.support import REPO_ROOT, skip_or_fail
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Locator, Page
+
+# Set by conftest.py's report hook when a test failed, so a tab can save what it showed.
+FAILED_KEY: Final = pytest.StashKey[bool]()
 
 CHROMIUM: Final = Path("/usr/bin/chromium")
 CHROMIUM_ARGS: Final = (

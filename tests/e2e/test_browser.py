@@ -27,11 +27,9 @@ from tests.e2e.browser_support import (
     PAGE_TIMEOUT_MS,
     VIEWPORT,
     chip,
-    chromium,
     dot_colour,
     open_dialog,
     shot,
-    user_tab,
 )
 from tests.support import free_port, kill_instance, wait_until
 
@@ -99,18 +97,6 @@ def app(shared_app: RunningApp) -> RunningApp:
     """The shared app with nothing loaded, whatever ran before: each test sets up what it asserts on."""
     shared_app.unload_all()
     return shared_app
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
-
-
-@pytest.fixture
-def page(browser: Browser, app: RunningApp, request: pytest.FixtureRequest) -> Iterator[Page]:
-    with user_tab(browser, VIEWPORT, request, app.output) as tab:
-        yield tab
 
 
 def elapsed(since: float) -> float:

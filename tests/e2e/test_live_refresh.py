@@ -28,19 +28,16 @@ from tests.catalogs import sim_process
 from tests.e2e.app_process import RunningApp
 from tests.e2e.browser_support import (
     PAGE_TIMEOUT_MS,
-    VIEWPORT,
     chip,
-    chromium,
     colour_name,
     open_dialog,
-    user_tab,
 )
 from tests.e2e.test_browser import running_app, save_timings
 from tests.support import free_port, wait_until
 from ui.live import FAST_S, REST_S
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Locator, Page, WebSocket
+    from playwright.sync_api import Locator, Page, WebSocket
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -139,18 +136,6 @@ def live_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningApp]:
 def app(live_app: RunningApp) -> RunningApp:
     live_app.unload_all()
     return live_app
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
-
-
-@pytest.fixture
-def page(browser: Browser, app: RunningApp, request: pytest.FixtureRequest) -> Iterator[Page]:
-    with user_tab(browser, VIEWPORT, request, app.output) as tab:
-        yield tab
 
 
 def dot_turned(page: Page, colour: str, after_s: float) -> float | None:
