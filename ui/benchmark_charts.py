@@ -15,13 +15,14 @@ Pure functions of ``RunRecord``s (no Streamlit calls): the page hands the result
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import compress
 from typing import Any, Final
 
 import altair as alt
 import numpy as np
 
-from benchmark.metrics import NS_PER_MS, measured, request_metrics
-from benchmark.records import Channel, RunRecord
+from benchmark.metrics import NS_PER_MS, measured
+from benchmark.records import Channel, RequestRecord, RunRecord
 from ui.benchmark_tables import level_name, run_labels
 
 __all__ = [
@@ -46,7 +47,11 @@ AnyChart = alt.Chart | alt.LayerChart | alt.HConcatChart
 
 _AXES: Final = ("concurrency", "rate")
 _CHANNEL_NAMES: Final = {Channel.CONTENT: "answer", Channel.REASONING: "reasoning"}
-_COLOR: Final = alt.Color("model:N", title="model")
+# Full-opacity legend symbols and labels: Vega-Lite draws a legend symbol with its mark's opacity,
+# so the translucent CI bands (and histogram bars) would otherwise leave the legend faint.
+_COLOR: Final = alt.Color("model:N", title="model", legend=alt.Legend(symbolOpacity=1, labelOpacity=1))
+# The dashes that tell lines apart (p50 from p99, one depth cell from another), drawn in the legend.
+_DASH_LEGEND: Final = alt.Legend(symbolType="stroke", symbolStrokeWidth=2, symbolOpacity=1)
 
 
 # --- what gets drawn -----------------------------------------------------------------------------
@@ -199,6 +204,18 @@ def throughput_chart(runs: Sequence[RunRecord]) -> alt.Chart | None:
     )
 
 
+def _dashed_lines(
+    base: alt.Chart, y: alt.Y, dash: alt.StrokeDash, tooltip: list[alt.Tooltip]
+) -> list[alt.Chart]:
+    """Lines told apart by their dash, and their points as a layer of their own: a line drawn
+    with ``point=True`` gets a legend of filled dots, every entry the same dot, where a plain line
+    shows its dash."""
+    return [
+        base.mark_line().encode(y=y, strokeDash=dash),
+        base.mark_point(filled=True).encode(y=y, tooltip=tooltip),
+    ]
+
+
 def _latency_chart(
     runs: Sequence[RunRecord], prefix: str, title: str, y_title: str, stats: Sequence[str]
 ) -> alt.LayerChart | None:
@@ -231,18 +248,13 @@ def _latency_chart(
         .mark_area(opacity=0.2)
         .encode(x=x, y=alt.Y(f"{prefix}_lo:Q", title=y_title), y2=f"{prefix}_hi:Q", color=_COLOR)
     )
-    lines = (
-        alt.Chart(alt.Data(values=long))
-        .mark_line(point=True)
-        .encode(
-            x=x,
-            y=alt.Y("value:Q", title=y_title),
-            color=_COLOR,
-            strokeDash=alt.StrokeDash("stat:N", title="percentile", sort=list(stats)),
-            tooltip=tooltip,
-        )
+    lines = _dashed_lines(
+        alt.Chart(alt.Data(values=long)).encode(x=x, color=_COLOR),
+        alt.Y("value:Q", title=y_title),
+        alt.StrokeDash("stat:N", title="percentile", sort=list(stats), legend=_DASH_LEGEND),
+        tooltip,
     )
-    layers = [band, lines] if band_points else [lines]
+    layers = [band, *lines] if band_points else lines
     return alt.layer(*layers).properties(title=title)
 
 
@@ -338,13 +350,14 @@ def _depth_panel(points: Sequence[Mapping[str, Any]], test: str, title: str) -> 
         alt.Tooltip("n:Q", title="repetitions"),
     ]
     # One line per model and cell shape (a run may hold several pp/tg pairs at each depth).
-    line = base.mark_line(point=True).encode(
-        y=alt.Y("mean:Q", title=y_title),
-        strokeDash=alt.StrokeDash("shape:N", title="cell"),
-        tooltip=tooltip,
+    lines = _dashed_lines(
+        base,
+        alt.Y("mean:Q", title=y_title),
+        alt.StrokeDash("shape:N", title="cell", legend=_DASH_LEGEND),
+        tooltip,
     )
     bars = base.mark_errorbar(ticks=True).encode(y=alt.Y("lo:Q", title=y_title), y2="hi:Q", detail="shape:N")
-    return alt.layer(bars, line).properties(title=title)
+    return alt.layer(bars, *lines).properties(title=title)
 
 
 def depth_chart(runs: Sequence[RunRecord]) -> alt.HConcatChart | None:
@@ -378,18 +391,25 @@ def _level_names(run: RunRecord) -> dict[int, str]:
     return {int(e.get("level", i)): level_name(e) for i, e in enumerate(entries)}
 
 
+def _first_token_ns(record: RequestRecord) -> int | None:
+    """``benchmark.metrics.ttft_ns`` at C speed: channels are ints with NONE = 0, so ``compress``
+    keeps exactly the token frames (the same min, without an enum comparison per frame: a stored
+    run of 10,000 requests holds over a million frames)."""
+    return min(compress(record.frame_ns, record.frame_channel), default=None)
+
+
 def ttft_values(run: RunRecord, level: str | None = None) -> list[float]:
     """TTFT (ms) of each measured, completed request on a valid level (optionally one level,
     named as ``level_name`` names it, e.g. "concurrency 8")."""
     names = _level_names(run)
+    wanted: dict[int, bool] = {}  # level index -> its requests count here; judged once per level
     values = []
     for record in measured(run.requests):
-        if not record.ok or not _level_valid(run, record.level):
-            continue
-        if level is not None and names.get(record.level) != level:
-            continue
-        ttft = request_metrics(record).ttft_ns
-        if ttft is not None:
+        if record.level not in wanted:
+            wanted[record.level] = _level_valid(run, record.level) and (
+                level is None or names.get(record.level) == level
+            )
+        if wanted[record.level] and record.ok and (ttft := _first_token_ns(record)) is not None:
             values.append(ttft / NS_PER_MS)
     return values
 

@@ -24,7 +24,13 @@ from benchmark.workload import (
 )
 
 CUSTOM: Final = "custom"
+PRESET_NAMES: Final = tuple(PRESETS)  # what the preset buttons offer; CUSTOM is any edited form
 PRESET_LABELS: Final = {"quick": "Quick", "depth": "Depth", CUSTOM: "Custom"}
+# Under the preset buttons: what Start would run, so the form never hides an edit.
+PRESET_NOTES: Final = {
+    **{name: f"Start runs the {PRESET_LABELS[name]} preset: {w.summary()}." for name, w in PRESETS.items()},
+    CUSTOM: "Start runs a custom workload (the fields below); a preset button fills them again.",
+}
 KINDS: Final = {"sweep": "Sweep (serving under load)", "depth": "Depth (llama-bench style)"}
 AXES: Final = {"concurrency": "Concurrency (requests in flight)", "rates": "Rate (requests per second)"}
 GENERAL: Final = "general"  # errors that belong to no single field: shown by the Start button
@@ -203,6 +209,13 @@ def _message(error: Mapping[str, Any]) -> str:
     if any(isinstance(part, int) for part in error["loc"]):
         text = f"{text} (got {error['input']!r})"
     return text
+
+
+def matching_preset(values: Mapping[str, Any]) -> str:
+    """The preset the form would run, or CUSTOM: judged on the workload built, so "1,4,16" and
+    "1, 4, 16" are both Quick, and the other kind's fields (kept for switching back) don't count."""
+    workload = build_workload(values).workload
+    return next((name for name, preset in PRESETS.items() if workload == preset), CUSTOM)
 
 
 def build_workload(values: Mapping[str, Any]) -> FormResult:

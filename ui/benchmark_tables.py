@@ -8,6 +8,7 @@ unit test and the page stays a thin layout of what these return. Column names ar
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from benchmark.compare import DEPTH_METRICS, SWEEP_METRICS, Row, compare_runs
@@ -17,6 +18,8 @@ from benchmark.stats import Comparison
 
 __all__ = [
     "METRIC_HELP",
+    "ComparisonView",
+    "compare_view",
     "comparison_rows",
     "depth_markdown",
     "depth_rows",
@@ -273,62 +276,72 @@ def _invalid_levels(run: RunRecord) -> dict[str, str]:
     return {level_name(e): reason for e in entries if (reason := _valid(e)[1]) is not None}
 
 
-def _caveat(level: str, named: Sequence[tuple[str, dict[str, str]]]) -> str | None:
-    """Why a compared level can't be trusted: compare works from the requests, so it compares
-    levels the runner voided too; the verdict then says so rather than read as a finding."""
-    notes = [
-        f"{name}'s run was invalid here: {invalid[level]}" for name, invalid in named if level in invalid
-    ]
-    return "; ".join(notes) or None
+@dataclass(frozen=True)
+class ComparisonView:
+    """Two runs compared, as the page shows it: a row and a sentence per valid level and metric,
+    and a line per level left out because either run voided it (it measured the client there)."""
+
+    rows: list[dict[str, Any]]
+    verdicts: list[str]
+    left_out: list[str]
 
 
-def _compared(a: RunRecord, b: RunRecord) -> list[tuple[Row, str, bool]]:
-    """compare_runs' rows with their sentence and whether both runs' levels were valid."""
+def _voided(a: RunRecord, b: RunRecord) -> dict[str, str]:
+    """Level name -> why it can't be compared, naming the run (or both) that voided it."""
     name_a, name_b = _pair_labels(a, b)
-    named = [(name_a, _invalid_levels(a)), (name_b, _invalid_levels(b))]
-    out = []
+    notes: dict[str, list[str]] = {}
+    for name, run in ((name_a, a), (name_b, b)):
+        for level, reason in _invalid_levels(run).items():
+            notes.setdefault(level, []).append(f"{name}'s run voided it: {reason}")
+    return {level: "; ".join(why) for level, why in notes.items()}
+
+
+def _row(row: Row, sentence: str) -> dict[str, Any]:
+    c = row.comparison
+    ci = c["ci"]
+    return {
+        "level": row.level,
+        "metric": _METRIC_NAMES.get(row.metric, (row.metric, row.metric))[0],
+        "A p50": _round(c["median_a"], 2),
+        "B p50": _round(c["median_b"], 2),
+        "delta %": None if c["relative_delta"] is None else round(c["relative_delta"] * 100, 1),
+        "CI low %": None if ci is None else round(ci[0] * 100, 1),
+        "CI high %": None if ci is None else round(ci[1] * 100, 1),
+        "verdict": sentence,
+    }
+
+
+def compare_view(a: RunRecord, b: RunRecord) -> ComparisonView:
+    """B against A, level by level; both runs need their requests (the CI comes from the
+    per-request figures, not the summaries).
+
+    compare works from the requests, so it would compare levels the runner voided as readily as
+    any; a verdict there would describe the client, so those levels get no row and no sentence,
+    only a line in ``left_out`` saying why. Raises ValueError (from compare_runs) when a sweep is
+    compared with a depth run.
+    """
+    name_a, name_b = _pair_labels(a, b)
+    voided = _voided(a, b)
+    rows, sentences, left_out = [], [], {}
     for row in compare_runs(a, b):
+        if row.level in voided:
+            left_out[row.level] = f"{row.level}: {voided[row.level]}"
+            continue
         sentence = _verdict(row, name_a, name_b)
-        caveat = _caveat(row.level, named)
-        out.append(
-            (row, sentence if caveat is None else f"{sentence} [not trustworthy: {caveat}]", not caveat)
-        )
-    return out
+        rows.append(_row(row, sentence))
+        sentences.append(sentence)
+    return ComparisonView(rows, sentences, list(left_out.values()))
 
 
 def verdicts(a: RunRecord, b: RunRecord) -> list[str]:
-    """One sentence per compared level and metric (B against A); both runs need their requests.
-
-    A level either run voided keeps its sentence, with a "[not trustworthy: ...]" note.
-    Raises ValueError (from compare_runs) when a sweep is compared with a depth run.
-    """
-    return [sentence for _, sentence, _ in _compared(a, b)]
+    """One sentence per compared valid level and metric (B against A); see ``compare_view``."""
+    return compare_view(a, b).verdicts
 
 
 def comparison_rows(a: RunRecord, b: RunRecord) -> list[dict[str, Any]]:
-    """One flat row per compared level and metric: medians, delta % with its 95% CI, the verdict,
-    and ``valid`` (both runs' levels were).
-
-    Both runs need their requests: the CI comes from the per-request figures, not the summaries.
-    """
-    rows = []
-    for row, sentence, valid in _compared(a, b):
-        c = row.comparison
-        ci = c["ci"]
-        rows.append(
-            {
-                "level": row.level,
-                "metric": _METRIC_NAMES.get(row.metric, (row.metric, row.metric))[0],
-                "A p50": _round(c["median_a"], 2),
-                "B p50": _round(c["median_b"], 2),
-                "delta %": None if c["relative_delta"] is None else round(c["relative_delta"] * 100, 1),
-                "CI low %": None if ci is None else round(ci[0] * 100, 1),
-                "CI high %": None if ci is None else round(ci[1] * 100, 1),
-                "verdict": sentence,
-                "valid": valid,
-            }
-        )
-    return rows
+    """One flat row per compared valid level and metric: medians, delta % with its 95% CI and
+    the verdict; see ``compare_view``."""
+    return compare_view(a, b).rows
 
 
 # --- markdown ------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """What the benchmark page shows, decided without widgets: model rows, live progress lines, the
-run history's filters and rows, and file names for exports.
+run history's filters and rows, file names for exports, and what the page may keep of stored runs.
 
 Pure: statuses, job views (``BenchmarkJobs.active``) and ``RunRecord``s in, plain values out.
 """
@@ -7,9 +7,11 @@ Pure: statuses, job views (``BenchmarkJobs.active``) and ``RunRecord``s in, plai
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection, Iterable, Mapping, Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
 from benchmark.records import RunRecord, RunStatus
 from lifecycle.core.states import Dot
@@ -261,3 +263,75 @@ def _level_names(run: RunRecord) -> Sequence[str]:
 
 def export_name(run: RunRecord, extension: str) -> str:
     return f"dxg-bench-{model_name(run)}-{run.run_id}.{extension}"
+
+
+# --- what the page may keep --------------------------------------------------------------------
+
+# A stored run's content is fixed once it stops running: its id, status and end time say which
+# content it is (a run marked partial after a crash changes status, so it reads afresh).
+RunVersion = tuple[str, str, float | None]
+_V = TypeVar("_V")
+
+
+def run_version(run: RunRecord) -> RunVersion:
+    return (run.run_id, run.status, run.ended_at)
+
+
+def settled(run: RunRecord) -> bool:
+    """Finished one way or another (complete, partial, invalid, failed): it never changes again."""
+    return run.status != RunStatus.RUNNING
+
+
+def frame_count(run: RunRecord) -> int:
+    """What a run held in memory costs, roughly: its frames (three list entries each)."""
+    return sum(len(r.frame_ns) for r in run.requests)
+
+
+class LruCache(Generic[_V]):
+    """Least-recently-used values, bounded by entries and by their total weight.
+
+    Shared by every session of the app (reruns run in several threads, hence the lock), so what
+    one user opened is ready for the next click. ``get_or_make`` builds outside the lock: two
+    sessions may build the same value at once, which costs time but never a wrong answer.
+    """
+
+    def __init__(self, max_entries: int, max_weight: int) -> None:
+        self.max_entries = max_entries
+        self.max_weight = max_weight
+        self._values: OrderedDict[Hashable, tuple[_V, int]] = OrderedDict()
+        self._weight = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def get_or_make(
+        self, key: Hashable, make: Callable[[], _V | None], weigh: Callable[[_V], int] = lambda _: 1
+    ) -> _V | None:
+        """The value under ``key``, made and kept if missing; a None from ``make`` is not kept."""
+        with self._lock:
+            if key in self._values:
+                self._values.move_to_end(key)
+                return self._values[key][0]
+        value = make()
+        if value is not None:
+            self._put(key, value, weigh(value))
+        return value
+
+    def _put(self, key: Hashable, value: _V, weight: int) -> None:
+        with self._lock:
+            if key in self._values:
+                self._weight -= self._values.pop(key)[1]
+            self._values[key] = (value, weight)
+            self._weight += weight
+            # The newest entry stays even alone over the budget: it is what the page shows now.
+            while len(self._values) > 1 and (
+                len(self._values) > self.max_entries or self._weight > self.max_weight
+            ):
+                self._weight -= self._values.popitem(last=False)[1][1]
+
+    def clear(self, keep: Callable[[Hashable], bool] = lambda _: False) -> None:
+        """Drop every entry, or every one whose key ``keep`` doesn't keep."""
+        with self._lock:
+            for key in [k for k in self._values if not keep(k)]:
+                self._weight -= self._values.pop(key)[1]

@@ -12,14 +12,14 @@ still refreshes every second; ``IDLE_S`` is long rather than None because None s
 interval, and the browser would keep a fast timer running.
 
 The pacer only notices motion on its own tick, up to ``REST_S`` late; a click that starts
-motion (Load, Unload, a benchmark run) calls ``hurry`` from its callback, which reruns the
+motion (Load, Unload, Retry) calls ``hurry`` from its callback, which reruns the
 named pacers at once instead.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 import streamlit as st
@@ -27,7 +27,7 @@ from streamlit.errors import StreamlitAPIException
 
 from lifecycle.core.states import LOADED, Phase
 from lifecycle.core.status_view import ModelStatus
-from service_access import ServiceNotRunning, get_benchmarks, get_service
+from service_access import get_service
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +56,15 @@ def model_in_motion(status: ModelStatus) -> bool:
     return status.phase in (Phase.READY, Phase.STOPPED) and status.phase != settled and status.available
 
 
-def in_motion(statuses: Iterable[ModelStatus], active_runs: Sequence[object]) -> bool:
-    """Anything moves: a model in motion, or a benchmark run queued or running."""
-    return bool(active_runs) or any(model_in_motion(s) for s in statuses)
+def in_motion(statuses: Iterable[ModelStatus]) -> bool:
+    """Anything moves: a model loading, unloading or restarting.
+
+    A benchmark run does not count. Its progress bars are fine at one refresh a second, and a
+    faster pace (the app redrawing, the browser repainting ten times a second) takes CPU from
+    the run's own process: on 2 cores it pushed the runner's loop lag past its 5 ms limit and
+    voided the levels, which is the measurement the page is for.
+    """
+    return any(model_in_motion(s) for s in statuses)
 
 
 def interval(moving: bool) -> float:
@@ -67,18 +73,14 @@ def interval(moving: bool) -> float:
 
 
 def anything_moving() -> bool:
-    """``in_motion`` over the service's models and benchmark runs; False when they can't be
-    read (the app is stopping, the store is locked): the parts say so themselves, no faster."""
+    """``in_motion`` over the service's models; False when they can't be read (the app is
+    stopping, the store is locked): the parts say so themselves, no faster."""
     try:
         statuses = get_service().status()
-        try:
-            runs = get_benchmarks()[0].active()
-        except ServiceNotRunning:
-            runs = []
     except Exception:  # ServiceNotRunning, or a passing store error: the next tick tries again
         log.debug("reading what moves failed", exc_info=True)
         return False
-    return in_motion(statuses, runs)
+    return in_motion(statuses)
 
 
 def live(key: str, body: Callable[..., None], *args: Any) -> None:

@@ -27,6 +27,7 @@ from ui.benchmark_charts import (
 )
 from ui.benchmark_tables import (
     METRIC_HELP,
+    compare_view,
     comparison_rows,
     depth_rows,
     run_labels,
@@ -186,6 +187,47 @@ def test_sweep_charts_overlay_both_models_and_never_draw_an_invalid_level(build:
         ("gpt-oss-20b", 1),
         ("gpt-oss-20b", 4),
     }
+
+
+def color_encodings(spec: Any) -> Iterator[dict[str, Any]]:
+    """The colour encoding of every mark in a spec, layers and panels included."""
+    if isinstance(spec, dict):
+        if isinstance(spec.get("encoding"), dict) and "color" in spec["encoding"]:
+            yield spec["encoding"]["color"]
+        for key, value in spec.items():
+            if key != "encoding":
+                yield from color_encodings(value)
+    elif isinstance(spec, list):
+        for item in spec:
+            yield from color_encodings(item)
+
+
+@pytest.mark.parametrize(
+    "build", [throughput_chart, ttft_chart, itl_chart, tradeoff_chart, ttft_histogram, depth_chart]
+)
+def test_legends_are_drawn_at_full_opacity_even_over_translucent_marks(build: Any, runs) -> None:
+    chart = build([depth_run("d1", "m", 100, 10)] if build is depth_chart else runs)
+    colors = [c for c in color_encodings(chart.to_dict()) if c.get("field") == "model"]
+    assert colors
+    # Vega-Lite gives a legend symbol its mark's opacity; the CI bands' 0.2 made the legend faint.
+    for color in colors:
+        assert (color["legend"]["symbolOpacity"], color["legend"]["labelOpacity"]) == (1, 1), color
+
+
+@pytest.mark.parametrize("build", [ttft_chart, itl_chart])
+def test_ci_bands_stay_translucent(build: Any, runs) -> None:
+    layers = build(runs).to_dict()["layer"]
+    (band,) = [layer["mark"] for layer in layers if layer["mark"]["type"] == "area"]
+    assert band["opacity"] < 0.5
+
+
+def test_the_percentile_legend_shows_the_dashes_not_the_points(runs) -> None:
+    layers = ttft_chart(runs).to_dict()["layer"]
+    (lines,) = [layer for layer in layers if layer["mark"]["type"] == "line"]
+    # Points on the dashed lines themselves turned the legend's entries into identical dots.
+    assert not lines["mark"].get("point")
+    assert lines["encoding"]["strokeDash"]["legend"]["symbolType"] == "stroke"
+    assert [layer for layer in layers if layer["mark"]["type"] == "point"]  # the points, apart
 
 
 def test_sweep_chart_axes_say_what_and_in_which_unit(runs) -> None:
@@ -370,11 +412,15 @@ def test_a_clear_difference_names_the_faster_model_with_its_ci(big, small) -> No
     # Either way round, the faster model is the subject and the figures describe it.
     flipped = next(s for s in verdicts(small, big) if "first token" in s and "concurrency 4" in s)
     assert flipped.startswith(f"gpt-oss-20b is {percent}% faster to first token than gpt-oss-120b")
-    # The invalid level is still compared (compare works from the requests), with a warning.
-    assert len(said) == 3 * 3
-    at_64 = [s for s in said if "concurrency 64" in s]
-    assert all(s.endswith(f"[not trustworthy: gpt-oss-20b's run was invalid here: {LAG}]") for s in at_64)
-    assert not any("not trustworthy" in s for s in said if "concurrency 64" not in s)
+    # The level the 20b's runner voided gets no verdict (it measured the client), and says why.
+    assert len(said) == 2 * 3
+    assert not [s for s in said if "concurrency 64" in s]
+    assert compare_view(big, small).left_out == [f"concurrency 64: gpt-oss-20b's run voided it: {LAG}"]
+    both = sweep_run("abab5555cdcd", "gpt-oss-20b", ttft=100, itl=10, seed=5, per_level=5, invalid=2)
+    assert compare_view(small, both).left_out == [
+        f"concurrency 64: gpt-oss-20b (cccc22)'s run voided it: {LAG}; "
+        f"gpt-oss-20b (abab55)'s run voided it: {LAG}"
+    ]
 
 
 def test_two_samples_of_one_distribution_read_no_significant_difference(big) -> None:
@@ -393,8 +439,7 @@ def test_comparison_rows_hold_the_figures_behind_the_verdict(big, small) -> None
     assert row["B p50"] < row["A p50"]
     assert row["CI low %"] <= row["delta %"] <= row["CI high %"] < 0
     assert row["verdict"].startswith("gpt-oss-20b is ")
-    assert row["valid"] is True
-    assert not any(r["valid"] for r in rows if r["level"] == "concurrency 64")
+    assert {r["level"] for r in rows} == {"concurrency 1", "concurrency 4"}  # 64 is voided
 
 
 def test_markdown_tables_for_a_forum_post(small) -> None:
