@@ -39,7 +39,6 @@ DONE: Final = "done"
 CANCELLED: Final = "cancelled"  # before it started: nothing was measured or stored
 LOAD_TIMEOUT_S: Final = 900.0
 STOP_WAIT_S: Final = 10.0
-WAIT_SLICE_S: Final = 0.5
 
 
 class ModelNotLoaded(LifecycleError):
@@ -241,17 +240,16 @@ class BenchmarkJobs:
         job.status, job.error = ended.status, ended.error
 
     def _wait_loaded(self, job: JobState) -> bool:
-        """Wait for the model to be ready, in slices, so a cancel or the app's exit ends the wait."""
-        deadline = time.monotonic() + LOAD_TIMEOUT_S
-        while not job.cancel.cancelled:
-            status = self._service.wait(job.model_id, "ready", WAIT_SLICE_S)
-            if status.loaded:
-                return True
-            if status.phase == "failed" or time.monotonic() > deadline:
-                job.status, job.error = RunStatus.FAILED, f"{job.model_id} did not load: {status.status}"
-                return False
-        job.state = CANCELLED
-        return False
+        """Wait for the model to be ready; a cancel (or the app's exit, which cancels) ends it."""
+        status = self._service.wait(
+            job.model_id, "ready", LOAD_TIMEOUT_S, abandon=lambda: job.cancel.cancelled
+        )
+        if job.cancel.cancelled:
+            job.state = CANCELLED
+            return False
+        if not status.loaded:
+            job.status, job.error = RunStatus.FAILED, f"{job.model_id} did not load: {status.status}"
+        return status.loaded
 
     @staticmethod
     def _on_progress(job: JobState) -> Callable[[dict[str, Any]], None]:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Final
 
 from anyio import to_thread
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 ACTOR: Final = "gateway"
 RETRY_AFTER_S: Final = 30  # a failed start: long enough for a look at its log, short for a retry
-WAIT_SLICE_S: Final = 1.0  # the app's exit ends a wait within this
+NO_SPEC_WAIT_S: Final = 1.0  # a model gone from the catalog meanwhile: no start to wait for
 
 
 class ColdStarts:
@@ -43,6 +43,7 @@ class ColdStarts:
         self._cancel_abandoned = cancel_abandoned
         self._loads: dict[str, asyncio.Task[ModelStatus]] = {}
         self._ours: set[str] = set()  # loads the gateway asked for (not a user's click)
+        self._abandoned: set[str] = set()  # loads whose last waiter left (cancel_abandoned)
         self.waiting: Counter[str] = Counter()  # requests waiting per model: the queue's length
 
     async def ready(self, model: ModelStatus) -> ModelStatus:
@@ -64,6 +65,7 @@ class ColdStarts:
     def _abandon(self, model_id: str, load: asyncio.Task[ModelStatus]) -> None:
         """The last waiter left a load the gateway started: stop waiting, and unload."""
         load.cancel()
+        self._abandoned.add(model_id)  # its wait, in a worker thread, ends at its next look
         if model_id in self._ours:
             log.info("gateway: every request waiting for %s left; unloading it", model_id)
             unload = to_thread.run_sync(self._service().unload, model_id, ACTOR, "abandoned")
@@ -77,6 +79,7 @@ class ColdStarts:
             done.exception()  # retrieved, so a load nobody waits for any more is not reported as lost
 
     async def _load(self, model_id: str) -> ModelStatus:
+        self._abandoned.discard(model_id)  # a fresh load; an abandoned one's wait has ended or ends now
         service = self._service()
 
         def ask() -> None:
@@ -91,22 +94,22 @@ class ColdStarts:
         except LifecycleError as exc:
             raise _not_ready(model_id, str(exc)) from None
         spec = service.catalog.get(model_id)
-        timeout = spec.startup_timeout_s if spec is not None else WAIT_SLICE_S
+        timeout = spec.startup_timeout_s if spec is not None else NO_SPEC_WAIT_S
         if self._cap is not None:
             timeout = min(timeout, self._cap)
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            slice_s = min(WAIT_SLICE_S, max(remaining, 0.0))
-            status = await to_thread.run_sync(service.wait, model_id, "ready", slice_s)
-            if status.loaded:
-                return status
-            if status.phase == "failed":
-                raise _not_ready(model_id, status.reason or status.last_error or status.status)
-            if self._stopping():
-                raise _not_ready(model_id, "the app is stopping")
-            if remaining <= 0:
-                raise _not_ready(model_id, f"it was not ready within {timeout:g} s ({status.status})")
+        # The app's exit, or every waiter gone with the load abandoned, ends the wait early.
+        abandon = partial(self._gave_up, model_id)
+        status = await to_thread.run_sync(partial(service.wait, abandon=abandon), model_id, "ready", timeout)
+        if status.loaded:
+            return status
+        if status.phase == "failed":
+            raise _not_ready(model_id, status.reason or status.last_error or status.status)
+        if self._stopping():
+            raise _not_ready(model_id, "the app is stopping")
+        raise _not_ready(model_id, f"it was not ready within {timeout:g} s ({status.status})")
+
+    def _gave_up(self, model_id: str) -> bool:
+        return self._stopping() or model_id in self._abandoned
 
 
 def _log_failure(done: asyncio.Future[object]) -> None:

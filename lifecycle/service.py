@@ -18,6 +18,7 @@ import os
 import threading
 import time
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -299,8 +300,17 @@ class LifecycleService:
         self._command(model_id, decide, actor)
         return self.status_of(model_id)
 
-    def wait(self, model_id: str, until: Literal["ready", "stopped"], timeout_s: float) -> ModelStatus:
-        """Block until the model is ready (or failed) / stopped, or ``timeout_s`` passed; its status."""
+    def wait(
+        self,
+        model_id: str,
+        until: Literal["ready", "stopped"],
+        timeout_s: float,
+        abandon: Callable[[], bool] | None = None,
+    ) -> ModelStatus:
+        """Block until the model is ready (or failed) / stopped, or ``timeout_s`` passed; its status.
+
+        ``abandon`` is asked at least every ``WAIT_RECHECK_S``: True ends the wait early (a
+        cancelled benchmark, the app stopping), with the status as it is then."""
         if until not in ("ready", "stopped"):
             raise InvalidRequest(f"until must be 'ready' or 'stopped', not {until!r}")
         if timeout_s < 0:
@@ -314,7 +324,7 @@ class LifecycleService:
             # A start planned before an unload may still be under way: "stopped" is only true
             # once nothing more is coming (that start's server gets stopped on the next pass).
             settled = until == "ready" or not self._reconciler.acting_on(model_id)
-            if (current.phase in goal and settled) or remaining <= 0:
+            if (current.phase in goal and settled) or remaining <= 0 or (abandon is not None and abandon()):
                 return current
             self._changes.wait(seen, min(remaining, WAIT_RECHECK_S))
 

@@ -13,6 +13,7 @@ running and that the projection equals the fold of the recorded events.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -715,3 +716,17 @@ def test_a_load_whose_look_at_the_port_finds_its_own_new_server_is_not_refused(
     assert types(service, A).count("LoadRequested") == 1
     assert service.wait(A, "ready", timeout_s=WAIT_S).phase == "ready"
     assert fake.peak(A) == 1
+
+
+def test_a_wait_ends_when_its_caller_abandons_it(service: LifecycleService) -> None:
+    asked: list[bool] = []
+
+    def abandon() -> bool:
+        asked.append(True)
+        return len(asked) >= 2  # the second look: a cancel, or the app stopping
+
+    started = time.monotonic()
+    status = service.wait(A, "ready", timeout_s=60, abandon=abandon)
+    assert status.phase == "stopped"  # nothing was loaded: it would have waited the full minute
+    assert len(asked) == 2
+    assert time.monotonic() - started < 5
