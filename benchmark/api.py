@@ -39,7 +39,7 @@ from benchmark.presets import preset
 from benchmark.records import RunRecord, RunStatus
 from benchmark.workload import WORKLOADS, Workload
 from db.benchmark_store import BenchmarkStore
-from lifecycle.api.errors import ApiError, json_errors
+from lifecycle.api.errors import ApiError, json_errors, provided
 from lifecycle.core.events import MODEL_ID_RE
 
 log = logging.getLogger(__name__)
@@ -121,12 +121,7 @@ class BenchmarkApi:
         self._provider = provider
 
     def _parts(self) -> tuple[BenchmarkJobs, BenchmarkStore]:
-        try:
-            return self._provider()
-        except Exception as exc:
-            raise ApiError(
-                503, "not_running", "the benchmark service is not running (starting or stopping)"
-            ) from exc
+        return provided(self._provider, "benchmark service")
 
     @json_errors
     async def start(self, request: Request) -> Response:

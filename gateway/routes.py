@@ -36,6 +36,7 @@ PREFIX: Final = "/v1"
 CLIENT_CLOSED: Final = 499
 BODY_MAX_BYTES: Final = 32 * 1024 * 1024  # a long context is a few MB of JSON; this is far past it
 UNRESOLVED: Final = "(none)"
+STARTING_RETRY_S: Final = 5
 # The usage block is in the last frames of a stream (or anywhere in a short JSON answer).
 USAGE_TAIL_BYTES: Final = 4096
 
@@ -58,6 +59,7 @@ class Gateway:
         *,
         cancel_abandoned: bool = False,
     ) -> None:
+        service = _serving(service)
         self._service = service
         self._activity = lambda: service().activity
         self.cold = ColdStarts(service, stopping, load_timeout_s, cancel_abandoned=cancel_abandoned)
@@ -67,7 +69,10 @@ class Gateway:
         self._statuses = StatusSnapshot(service)
 
     async def models(self, _request: Request) -> Response:
-        statuses = await to_thread.run_sync(self._service().status)
+        try:
+            statuses = await to_thread.run_sync(self._service().status)
+        except GatewayError as exc:
+            return exc.response()
         data = [
             {
                 "id": s.id,
@@ -121,7 +126,10 @@ class Gateway:
         return response
 
     async def metrics_page(self, _request: Request) -> Response:
-        page = await to_thread.run_sync(generate_latest, self.metrics.registry)
+        try:
+            page = await to_thread.run_sync(generate_latest, self.metrics.registry)
+        except GatewayError as exc:
+            return exc.response()
         return Response(page, media_type=CONTENT_TYPE_LATEST)
 
     async def _model(self, body: dict[str, Any]) -> ModelStatus:
@@ -151,6 +159,21 @@ class Gateway:
         ready.cancel()
         log.info("gateway: a client left while %s was loading; the load goes on", model.id)
         return None
+
+
+def _serving(service: Callable[[], LifecycleService]) -> Callable[[], LifecycleService]:
+    """The service, or a 503 in OpenAI's shape while the app starts or stops (there is none)."""
+
+    def get() -> LifecycleService:
+        try:
+            return service()
+        except Exception as exc:
+            raise GatewayError(
+                503, "the app is starting or stopping; try again shortly", "app_not_running", UNAVAILABLE,
+                headers={"Retry-After": str(STARTING_RETRY_S)},
+            ) from exc  # fmt: skip
+
+    return get
 
 
 class StatusSnapshot:

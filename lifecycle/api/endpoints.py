@@ -60,7 +60,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from lifecycle.api.auth import AUTHENTICATED, BearerAuthMiddleware
-from lifecycle.api.errors import ApiError, error_response, json_errors
+from lifecycle.api.errors import ApiError, error_response, json_errors, provided
 from lifecycle.api.path_guard import ApiPathGuard
 from lifecycle.api.request_guard import HostPolicy, RequestGuard
 from lifecycle.api.session import AUTH_PREFIX
@@ -224,12 +224,7 @@ class Api:
         self._wait_limiter: anyio.CapacityLimiter | None = None
 
     def _service(self) -> LifecycleService:
-        try:
-            return self._service_provider()
-        except Exception as exc:
-            raise ApiError(
-                503, "not_running", "the lifecycle service is not running (starting or stopping)"
-            ) from exc
+        return provided(self._service_provider, "lifecycle service")
 
     async def _wait(
         self, service: LifecycleService, model_id: str, until: Until, timeout_s: float

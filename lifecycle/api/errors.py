@@ -28,6 +28,18 @@ class ApiError(Exception):
         self.extra = extra
 
 
+Provided = TypeVar("Provided")
+
+
+def provided(provider: Callable[[], Provided], what: str) -> Provided:
+    """What the app's lifespan publishes (the service, the benchmark queue), or 503 while it is
+    not there: the app is starting or stopping."""
+    try:
+        return provider()
+    except Exception as exc:
+        raise ApiError(503, "not_running", f"the {what} is not running (starting or stopping)") from exc
+
+
 def error_response(
     status_code: int, error: str, detail: str, headers: dict[str, str] | None = None, **extra: Any
 ) -> JSONResponse:

@@ -18,12 +18,14 @@ from typing import Any
 import httpx
 import pytest
 from pydantic import SecretStr
+from starlette.applications import Starlette
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 from streamlit.runtime import Runtime
 
 import cli
 import service_access
+from app_routes import api_routes
 from db.session import make_engine
 from db.store import EventStore
 from lifecycle.api.request_guard import POLICY_VIOLATION
@@ -582,3 +584,16 @@ def test_cli_says_when_the_app_is_not_running(capsys: pytest.CaptureFixture[str]
     url = f"http://127.0.0.1:{free_port()}"
     assert cli.main(["--url", url, "status"]) == cli.EXIT_UNREACHABLE
     assert capsys.readouterr().err.startswith(f"cannot reach the app at {url}")
+
+
+def test_before_the_service_is_published_api_routes_answer_503_not_running() -> None:
+    # service_access before the lifespan published anything (or after it took it away).
+    app = Starlette(routes=api_routes(get_settings()))
+    with TestClient(app, base_url="http://127.0.0.1:8080") as client:
+        answers = {path: client.get(path) for path in ("/api/models", "/api/benchmarks")}
+    details = {path: (a.status_code, a.json()["error"], a.json()["detail"]) for path, a in answers.items()}
+    why = "is not running (starting or stopping)"
+    assert details == {
+        "/api/models": (503, "not_running", f"the lifecycle service {why}"),
+        "/api/benchmarks": (503, "not_running", f"the benchmark service {why}"),
+    }

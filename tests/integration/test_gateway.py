@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
+from gateway.routes import routes as gateway_routes
 from settings import Settings
 from tests.app_harness import api_settings, serve
 from tests.catalogs import external, sim_process, write_catalog
@@ -334,3 +335,20 @@ def test_a_load_that_outlasts_the_gateways_limit_gets_503_and_goes_on(tmp_path: 
         wait_until(
             lambda: client.get("/api/models/gw-slow").json()["phase"] == "ready", 20, what="the load to go on"
         )
+
+
+def test_while_the_app_starts_or_stops_every_route_answers_503_in_openais_shape() -> None:
+    def no_service() -> Any:
+        raise RuntimeError("the lifecycle service is not running")  # service_access's ServiceNotRunning
+
+    app = Starlette(routes=gateway_routes(no_service, None, lambda: True))
+    with TestClient(app, base_url="http://127.0.0.1:8080") as client:
+        answers = [
+            client.get("/v1/models"),
+            client.post("/v1/chat/completions", json={"model": "gw-a", "messages": HELLO}),
+            client.get("/metrics"),
+        ]
+    for answer in answers:
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["retry-after"] == "5"
+        assert answer.json()["error"]["code"] == "app_not_running"
