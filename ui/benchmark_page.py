@@ -777,28 +777,24 @@ def _comparison(store: RunStore, a: RunRecord, b: RunRecord) -> ComparisonView:
     return _built(store, [a, b], "compare", lambda: compare_view(a, b))
 
 
+def _run_choice(by_id: dict[str, RunRecord], side: str) -> str | None:
+    return st.selectbox(
+        f"Run {side}",
+        list(by_id),
+        format_func=lambda i: run_option(by_id[i]),
+        key=f"bench:cmp:{side.lower()}",
+        index=None,
+        placeholder=f"Pick run {side}",
+    )
+
+
 def compare(store: RunStore, runs: list[RunRecord]) -> None:
     if len(runs) < 2:
         st.caption("Two stored runs are needed to compare.")
         return
     by_id = {r.run_id: r for r in runs}
     with st.container(horizontal=True):
-        first = st.selectbox(
-            "Run A",
-            list(by_id),
-            format_func=lambda i: run_option(by_id[i]),
-            key="bench:cmp:a",
-            index=None,
-            placeholder="Pick run A",
-        )
-        second = st.selectbox(
-            "Run B",
-            list(by_id),
-            format_func=lambda i: run_option(by_id[i]),
-            key="bench:cmp:b",
-            index=None,
-            placeholder="Pick run B",
-        )
+        first, second = (_run_choice(by_id, side) for side in ("A", "B"))
     if first is None or second is None:
         return
     a, b = stored_run(store, by_id[first]), stored_run(store, by_id[second])
