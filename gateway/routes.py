@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.cold_start import ColdStarts
 from gateway.metrics import Metrics
 from gateway.openai_errors import AUTHENTICATION, UNAVAILABLE, GatewayError
+from gateway.status_snapshot import StatusSnapshot
 from gateway.upstream import Upstream
 from lifecycle.api.auth import bearer_matches
 
@@ -39,15 +40,6 @@ UNRESOLVED: Final = "(none)"
 STARTING_RETRY_S: Final = 5
 # The usage block is in the last frames of a stream (or anywhere in a short JSON answer).
 USAGE_TAIL_BYTES: Final = 4096
-
-
-def find_model(statuses: Sequence[ModelStatus], name: str) -> ModelStatus | None:
-    """A catalog id wins over a served name; a served name must be unambiguous to count."""
-    by_id = next((s for s in statuses if s.id == name), None)
-    if by_id is not None:
-        return by_id
-    served = [s for s in statuses if s.served_model == name]
-    return served[0] if len(served) == 1 else None
 
 
 class Gateway:
@@ -136,8 +128,7 @@ class Gateway:
         name = body.get("model")
         if not isinstance(name, str) or not name:
             raise GatewayError(400, "model is required: a catalog id or a served model name", "missing_model")
-        statuses = await self._statuses.get()
-        model = find_model(statuses, name)
+        model, statuses = await self._statuses.find(name)
         if model is None:
             known = ", ".join(s.id for s in statuses) or "none: the catalog is empty"
             message = f"model {name!r} is not in the catalog; known models: {known}"
@@ -174,32 +165,6 @@ def _serving(service: Callable[[], LifecycleService]) -> Callable[[], LifecycleS
             ) from exc  # fmt: skip
 
     return get
-
-
-class StatusSnapshot:
-    """The models' statuses, read again only when something was recorded or a second passed.
-
-    Reading them is a database query (about 2 ms): per request it was most of the gateway's
-    added latency. Every load, unload, crash or ready moment is recorded, which moves the
-    service's change count; the second bounds what is not recorded (an external server
-    coming up).
-    """
-
-    MAX_AGE_S: Final = 1.0
-
-    def __init__(self, service: Callable[[], LifecycleService]) -> None:
-        self._service = service
-        self._taken: tuple[int, float, Sequence[ModelStatus]] | None = None
-
-    async def get(self) -> Sequence[ModelStatus]:
-        service = self._service()
-        changes, now = service.changes, time.monotonic()
-        taken = self._taken
-        if taken is not None and taken[0] == changes and now - taken[1] < self.MAX_AGE_S:
-            return taken[2]
-        statuses = await to_thread.run_sync(service.status)
-        self._taken = (changes, now, statuses)
-        return statuses
 
 
 class _FirstByteAndTail:

@@ -156,6 +156,7 @@ class LifecycleService:
     def _poll_catalog(self) -> None:
         if not self._catalog.reload_if_changed():
             return
+        self._changes.notify()  # a status a reader kept may name an old URL or served name
         self._remember_secrets()
         self._availability.prime(self._catalog.catalog)
         self._reconciler.adopt()  # no-op unless the catalog just became readable for the first time
@@ -222,7 +223,8 @@ class LifecycleService:
 
     @property
     def changes(self) -> int:
-        """Moves whenever something is recorded: a reader may keep statuses until it does."""
+        """Moves whenever something is recorded or the catalog is read in again: a reader may keep
+        statuses until it does."""
         return self._changes.count
 
     def upstream_key(self, model_id: str) -> str | None:
