@@ -465,6 +465,7 @@ class LifecycleService:
             unrecorded=self.store_error,
             idle_unload_s=spec.idle_after_s(self.settings.idle_ttl_s),
             not_answering=not_answering,
+            unobservable=self._reconciler.unobservable(spec.id),
         )
 
 

@@ -54,12 +54,18 @@ def _statuses() -> list[ModelStatus] | None:
         return None
 
 
+def chip_caption(status: ModelStatus) -> str:
+    """The size, and the host a model runs on when that is not this machine (``20B · on spark-2``)."""
+    size = size_label(status.size)
+    return f"{size} · on {status.host}" if status.host else size
+
+
 def _chip(status: ModelStatus) -> None:
     with st.container(width="content", gap=None):
         if st.button(chip_label(status), key=chip_key(status.id), help=status.status):
             open_dialog(status.id)
             st.rerun()  # the frame, outside this fragment, opens the dialog on a full run
-        st.caption(size_label(status.size), width="content")
+        st.caption(chip_caption(status), width="content")
 
 
 def chips_footer() -> None:

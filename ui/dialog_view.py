@@ -70,6 +70,7 @@ def facts(status: ModelStatus) -> tuple[tuple[str, str], ...]:
     return (
         ("Engine", status.engine),
         ("Runtime", status.runtime),
+        ("Host", status.host or "this machine"),
         ("Size", status.size or "—"),
         ("Format", status.format or "—"),
         ("URL", status.url),

@@ -38,7 +38,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -53,6 +53,7 @@ from pydantic import (
 
 from lifecycle.catalog.checks import catalog_warnings, reference_problems
 from lifecycle.catalog.errors import CatalogError, Problem, SpecProblems, describe_validation_error, kind_of
+from lifecycle.catalog.kubernetes_section import KubernetesSettings
 from lifecycle.catalog.sections import (
     STRICT,
     ComposeSettings,
@@ -61,6 +62,7 @@ from lifecycle.catalog.sections import (
     is_scalar,
     resolve_path,
 )
+from lifecycle.catalog.swarm_section import SwarmSettings, check_endpoint
 from lifecycle.catalog.yaml_reader import LocatedDict, line_of, read_yaml
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"  # matched with fullmatch: "$" alone allows a final "\n"
@@ -86,6 +88,8 @@ class RuntimeKind(StrEnum):
     DOCKER = "docker"
     PROCESS = "process"
     EXTERNAL = "external"
+    SWARM = "swarm"
+    KUBERNETES = "kubernetes"
 
 
 # A NIM's first load on a DGX Spark downloads and builds engines, which takes well over 5 min.
@@ -97,6 +101,8 @@ _START_SETTING: Mapping[RuntimeKind, str] = {
     RuntimeKind.COMPOSE: "compose",
     RuntimeKind.DOCKER: "docker",
     RuntimeKind.PROCESS: "load_command",
+    RuntimeKind.SWARM: "swarm",
+    RuntimeKind.KUBERNETES: "kubernetes",
 }
 _RUNTIME_ONLY: Mapping[str, RuntimeKind] = {
     **{setting: runtime for runtime, setting in _START_SETTING.items()},
@@ -150,6 +156,8 @@ class ModelSpec(BaseModel):
     workdir: Path | None = None
     compose: ComposeSettings | None = None
     docker: DockerSettings | None = None
+    swarm: SwarmSettings | None = None
+    kubernetes: KubernetesSettings | None = None
     manual_start: str | None = None
 
     @model_validator(mode="before")
@@ -247,11 +255,11 @@ class ModelSpec(BaseModel):
         needed = _START_SETTING.get(self.runtime)
         if needed is not None and getattr(self, needed) is None:
             problems.append((needed, f"is required with runtime {self.runtime}; {_NEEDS[self.runtime]}"))
-        docker = self.docker if self.runtime is RuntimeKind.DOCKER else None
-        if docker is not None and self.port not in docker.ports.values():
+        published = {RuntimeKind.DOCKER: self.docker, RuntimeKind.SWARM: self.swarm}.get(self.runtime)
+        if published is not None and self.port not in published.ports.values():
             problems.append(
                 (
-                    "docker.ports",
+                    f"{self.runtime}.ports",
                     f"no entry publishes the url's port {self.port}; add e.g. "
                     f"'{self.port}:8000' so the app can reach the server",
                 )
@@ -316,6 +324,10 @@ _NEEDS: Mapping[RuntimeKind, str] = {
     RuntimeKind.COMPOSE: "add 'compose: {file: compose/nim.yaml, service: <name>}'",
     RuntimeKind.DOCKER: "add 'docker: {image: <image>, ports: {<container port>: <host port>}}'",
     RuntimeKind.PROCESS: "add the command that starts the server, e.g. 'llama-server -m m.gguf --port 8100'",
+    RuntimeKind.SWARM: (
+        "add 'swarm: {image: <image>, node: <dxg.host label or node id>, ports: {<container port>: <port>}}'"
+    ),
+    RuntimeKind.KUBERNETES: "add 'kubernetes: {image: <image>, namespace: <namespace>}'",
 }
 
 MISSING_HINTS: Mapping[str, str] = {
@@ -326,6 +338,11 @@ MISSING_HINTS: Mapping[str, str] = {
     "compose.file": "give the compose file, relative to the catalog's folder, e.g. compose/nim.yaml",
     "compose.service": "give the service name inside the compose file",
     "docker.image": "give the image to run, e.g. nvcr.io/nim/openai/gpt-oss-20b:latest",
+    "swarm.image": "give the image to run; it must be on the node already",
+    "swarm.node": (
+        "give the node's dxg.host label value (docker node update --label-add dxg.host=NAME) or its id"
+    ),
+    "kubernetes.image": "give the image to run, e.g. nvcr.io/nim/openai/gpt-oss-20b:latest",
 }
 
 # Where an unknown field sits decides which fields to list as allowed.
@@ -333,6 +350,8 @@ _SECTIONS: Mapping[tuple[str, ...], type[BaseModel]] = {
     (): ModelSpec,
     ("compose",): ComposeSettings,
     ("docker",): DockerSettings,
+    ("swarm",): SwarmSettings,
+    ("kubernetes",): KubernetesSettings,
 }
 
 
@@ -401,6 +420,7 @@ def load_catalog(path: str | Path) -> Catalog:
     path = Path(path)
     data, problems = read_yaml(path)
     entries = _model_entries(data, problems)
+    manager = _swarm_manager(data, problems)
     context = {"base_dir": path.resolve().parent}
     specs: dict[str, ModelSpec] = {}
     lines: dict[str, int | None] = {}
@@ -426,7 +446,7 @@ def load_catalog(path: str | Path) -> Catalog:
         elif isinstance(model_id, str):
             first_use[model_id] = f"model #{index}" + (f" at line {line}" if line else "")
         try:
-            spec = ModelSpec.model_validate(raw, context=context)
+            spec = ModelSpec.model_validate(_with_manager(raw, manager), context=context)
         except ValidationError as exc:
             problems += describe_validation_error(
                 exc, _SECTIONS, MISSING_HINTS, label, lambda loc, raw=raw: line_of(raw, loc)
@@ -442,6 +462,29 @@ def load_catalog(path: str | Path) -> Catalog:
     return Catalog(path, specs, tuple(w.render(path) for w in catalog_warnings(list(specs.values()), lines)))
 
 
+TOP_LEVEL_KEYS: Final = ("models", "swarm_manager")
+
+
+def _swarm_manager(data: Any, problems: list[Problem]) -> str | None:
+    """The catalog-wide Swarm manager endpoint, for swarm entries that name none themselves."""
+    value = data.get("swarm_manager") if isinstance(data, Mapping) else None
+    if value is None:
+        return None
+    line = data.key_lines.get("swarm_manager") if isinstance(data, LocatedDict) else None
+    try:
+        return check_endpoint(value if isinstance(value, str) else repr(value))
+    except ValueError as exc:
+        problems.append(Problem(f"swarm_manager: {exc}", line=line))
+        return None
+
+
+def _with_manager(raw: Any, manager: str | None) -> Any:
+    swarm = raw.get("swarm") if isinstance(raw, Mapping) else None
+    if manager is None or not isinstance(swarm, Mapping) or "manager" in swarm:
+        return raw
+    return {**raw, "swarm": {**swarm, "manager": manager}}
+
+
 def _model_entries(data: Any, problems: list[Problem]) -> list[Any]:
     """The raw entries under ``models:``; shape problems go to ``problems``."""
     shape = "a mapping with a 'models:' list at the top"
@@ -453,10 +496,10 @@ def _model_entries(data: Any, problems: list[Problem]) -> list[Any]:
         return []
     key_lines = data.key_lines if isinstance(data, LocatedDict) else {}
     for key in data:
-        if key != "models":
+        if key not in TOP_LEVEL_KEYS:
             problems.append(
                 Problem(
-                    f"unknown top-level key {key!r}; the only allowed key is 'models'",
+                    f"unknown top-level key {key!r}; the allowed keys are {', '.join(TOP_LEVEL_KEYS)}",
                     line=key_lines.get(key),
                 )
             )

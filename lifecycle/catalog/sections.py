@@ -92,26 +92,12 @@ class DockerSettings(BaseModel):
     @field_validator("ports", mode="before")
     @classmethod
     def _ports_from_list(cls, value: Any) -> Any:
-        if not isinstance(value, list):
-            return value
-        ports: dict[int, int] = {}
-        for item in value:
-            parts = item.split(":") if isinstance(item, str) else []
-            if len(parts) != 2 or not all(part.isdigit() for part in parts):
-                # Unquoted, YAML 1.1 reads 8000:8000 as a base-60 number: say so.
-                raise ValueError(
-                    f'{item!r} is not allowed; write each port as a quoted "host:container" '
-                    'string like "8000:8000", or use a mapping {container: host}'
-                )
-            ports[int(parts[1])] = int(parts[0])
-        return ports
+        return ports_from_list(value)
 
     @field_validator("volumes", mode="before")
     @classmethod
     def _volumes_from_strings(cls, value: Any, info: ValidationInfo) -> Any:
-        if not isinstance(value, list):
-            return value
-        return [_parse_volume(item, info) if isinstance(item, str) else item for item in value]
+        return volumes_from_strings(value, info)
 
     @field_validator("gpus", mode="before")
     @classmethod
@@ -135,15 +121,42 @@ class DockerSettings(BaseModel):
     @field_validator("command", "entrypoint", mode="before")
     @classmethod
     def _argv(cls, value: Any) -> Any:
-        if value is None:
-            return value
-        # A string would need shell-like splitting, which is where quoting surprises come from.
-        if not isinstance(value, list) or not value or not all(is_scalar(item) for item in value):
+        return argv_words(value)
+
+
+def ports_from_list(value: Any) -> Any:
+    """``["8001:8000"]`` (host:container, as docker run writes it) as ``{8000: 8001}``."""
+    if not isinstance(value, list):
+        return value
+    ports: dict[int, int] = {}
+    for item in value:
+        parts = item.split(":") if isinstance(item, str) else []
+        if len(parts) != 2 or not all(part.isdigit() for part in parts):
+            # Unquoted, YAML 1.1 reads 8000:8000 as a base-60 number: say so.
             raise ValueError(
-                f"{value!r} is not allowed; write a non-empty list of words, "
-                'e.g. ["--port", "8000"], or leave it out to keep the image\'s own'
+                f'{item!r} is not allowed; write each port as a quoted "host:container" '
+                'string like "8000:8000", or use a mapping {container: host}'
             )
-        return tuple(str(item) for item in value)
+        ports[int(parts[1])] = int(parts[0])
+    return ports
+
+
+def volumes_from_strings(value: Any, info: ValidationInfo) -> Any:
+    if not isinstance(value, list):
+        return value
+    return [_parse_volume(item, info) if isinstance(item, str) else item for item in value]
+
+
+def argv_words(value: Any) -> Any:
+    if value is None:
+        return value
+    # A string would need shell-like splitting, which is where quoting surprises come from.
+    if not isinstance(value, list) or not value or not all(is_scalar(item) for item in value):
+        raise ValueError(
+            f"{value!r} is not allowed; write a non-empty list of words, "
+            'e.g. ["--port", "8000"], or leave it out to keep the image\'s own'
+        )
+    return tuple(str(item) for item in value)
 
 
 def is_scalar(value: Any) -> bool:

@@ -15,6 +15,7 @@ from lifecycle.core.projection import ModelState
 from lifecycle.core.states import (
     LOADED,
     NOT_ANSWERING_LABEL,
+    OFFLINE_LABEL,
     RUNNING,
     UNKNOWN_LABEL,
     Dot,
@@ -53,6 +54,7 @@ class ModelStatus:
     manual_start: str | None  # external models: how to start by hand
     idle_unload_s: float | None = None  # unloaded after this long unused; None: never
     memory_gb: float | None = None  # what it holds once loaded, the catalog's estimate
+    host: str | None = None  # the node it runs on, when not this machine (swarm, kubernetes)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,6 +70,7 @@ def model_status(
     unrecorded: str | None = None,
     not_answering: str | None = None,
     idle_unload_s: float | None = None,
+    unobservable: str | None = None,
 ) -> ModelStatus:
     """``unrecorded``: why the store can't be written right now. What the app last recorded may
     no longer be true (a server may have died unrecorded), so a model it manages reads as
@@ -96,6 +99,11 @@ def model_status(
         # Still ready by the record, but its liveness checks fail: the restart may be coming.
         words = Status(Dot.AMBER, f"{NOT_ANSWERING_LABEL} ({not_answering})")
         reason = not_answering
+    unseen = unobservable is not None and phase in RUNNING and not external
+    if unseen:
+        # Its engine or node can't be reached: whatever the record says, nobody can use it now.
+        words = Status(Dot.RED, OFFLINE_LABEL)
+        reason, available = unobservable, False
     unknown = unrecorded is not None and not external
     if unknown:
         words = Status(Dot.AMBER, UNKNOWN_LABEL)
@@ -111,7 +119,7 @@ def model_status(
         format=spec.format,
         supports_tools=spec.supports_tools,
         simulated=spec.simulated,
-        loaded=phase == Phase.READY and not unknown,
+        loaded=phase == Phase.READY and not unknown and not unseen,
         available=available,
         can_load=spec.can_load,
         phase=phase.value,
@@ -126,4 +134,14 @@ def model_status(
         idle_unload_s=idle_unload_s,
         memory_gb=spec.memory_gb,
         manual_start=spec.manual_start if external else None,
+        host=host_of(spec),
     )
+
+
+def host_of(spec: ModelSpec) -> str | None:
+    """Where the server runs when the catalog places it off this machine."""
+    if spec.swarm is not None:
+        return spec.swarm.node
+    if spec.kubernetes is not None:
+        return f"cluster namespace {spec.kubernetes.namespace}"
+    return None

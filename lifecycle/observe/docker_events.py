@@ -43,8 +43,17 @@ def event_filters(instance: str) -> dict[str, list[str]]:
 class DockerWatch:
     """One thread following the event stream; ``on_event`` is called for every event and resync."""
 
-    def __init__(self, instance: str, on_event: Callable[[], None]) -> None:
-        self._instance = instance
+    def __init__(
+        self,
+        instance: str,
+        on_event: Callable[[], None],
+        filters: dict[str, list[str]] | None = None,
+        client: Callable[[], Any] | None = None,
+    ) -> None:
+        """``filters`` and ``client``: another engine's or another kind of event (a Swarm
+        manager's service and node events); by default this instance's container exits."""
+        self._filters = filters if filters is not None else event_filters(instance)
+        self._client = client or _client
         self._on_event = on_event
         self._closed = threading.Event()
         self._stream: Any = None
@@ -86,9 +95,9 @@ class DockerWatch:
 
     def _stream_events(self) -> None:
         self.attempts += 1
-        client = _client()
+        client = self._client()
         try:
-            stream = client.events(decode=True, filters=event_filters(self._instance))
+            stream = client.events(decode=True, filters=self._filters)
             with self._lock:
                 if self._closed.is_set():
                     stream.close()

@@ -53,10 +53,12 @@ def is_unreachable(exc: BaseException) -> bool:
 class DockerHost:
     """One lazily connected client; after a connection failure the next call reconnects."""
 
-    def __init__(self, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(self, timeout_s: float = DEFAULT_TIMEOUT_S, base_url: str | None = None) -> None:
+        """``base_url``: this engine rather than DOCKER_HOST's (a Swarm manager the catalog names)."""
         self.timeout_s = timeout_s
+        self._base_url = base_url
         self._client: DockerClient | None = None
-        self._endpoint = endpoint()
+        self._endpoint = base_url or endpoint()
         self._lock = threading.Lock()
 
     @property
@@ -67,10 +69,15 @@ class DockerHost:
         """The connected client; raises EngineUnavailable naming the endpoint it tried."""
         with self._lock:
             if self._client is None:
-                self._endpoint = endpoint()
+                self._endpoint = self._base_url or endpoint()
                 try:
-                    # from_env asks the engine for its API version, so this is a real probe.
-                    self._client = docker.from_env(timeout=int(self.timeout_s))
+                    # Both ask the engine for its API version ("auto"), so this is a real probe.
+                    if self._base_url is None:
+                        self._client = docker.from_env(timeout=int(self.timeout_s))
+                    else:
+                        self._client = DockerClient(
+                            base_url=self._base_url, version="auto", timeout=int(self.timeout_s)
+                        )
                 except DockerException as exc:
                     raise EngineUnavailable(self._endpoint, _root_reason(exc)) from exc
             return self._client

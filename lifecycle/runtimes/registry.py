@@ -26,6 +26,8 @@ _CLASSES: Mapping[RuntimeKind, tuple[str, str]] = {
     RuntimeKind.DOCKER: ("lifecycle.runtimes.docker", "DockerRuntime"),
     RuntimeKind.COMPOSE: ("lifecycle.runtimes.compose", "ComposeRuntime"),
     RuntimeKind.EXTERNAL: ("lifecycle.runtimes.external", "ExternalRuntime"),
+    RuntimeKind.SWARM: ("lifecycle.runtimes.swarm", "SwarmRuntime"),
+    RuntimeKind.KUBERNETES: ("lifecycle.runtimes.kubernetes", "KubernetesRuntime"),
 }
 
 

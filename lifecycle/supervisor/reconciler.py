@@ -121,6 +121,8 @@ class Reconciler:
         self._actions = ThreadPoolExecutor(ACTION_WORKERS, thread_name_prefix="dxg-action")
         self._inflight: dict[str, Future[None]] = {}
         self._inflight_lock = threading.Lock()
+        # Model id -> why its server could not be inspected on the last pass (read by status views).
+        self._unobservable: dict[str, str] = {}
         self._accepting = True
         self._adoption_pending = True
         self._scheduler: BackgroundScheduler | None = None
@@ -214,6 +216,11 @@ class Reconciler:
         live = self._liveness.failures(model_id)
         return live.failures, live.reason
 
+    def unobservable(self, model_id: str) -> str | None:
+        """Why the model's server could not be seen on the last pass (its engine or node is
+        down), or None: its record may still say ready, but nobody can tell."""
+        return self._unobservable.get(model_id)
+
     def acting_on(self, model_id: str) -> bool:
         """A start or stop for the model is under way (its outcome is not recorded yet)."""
         with self._inflight_lock:
@@ -237,6 +244,7 @@ class Reconciler:
 
     def _observe(self, state: ModelState, spec: ModelSpec | None) -> Observed | None:
         if state.phase not in RUNNING:
+            self._unobservable.pop(state.model_id, None)
             return None
         try:
             handle = Handle.from_json(state.handle or {})
@@ -245,7 +253,9 @@ class Reconciler:
         try:
             seen = self._runtimes.for_handle(handle).inspect(handle)
         except Exception as exc:
+            self._unobservable[state.model_id] = str(exc)
             return Observed.unknown(str(exc))
+        self._unobservable.pop(state.model_id, None)
         if seen.running and state.phase == Phase.READY and spec is not None and state.desired == LOADED:
             live = self._liveness.watch(handle, spec)
             hung = live.failures >= self._settings.liveness_failures

@@ -32,6 +32,7 @@ from lifecycle.core.events import (
 )
 from lifecycle.core.status_view import ModelStatus
 from ui.chat_view import Conversation, Turn, conversation, error_text, metrics_caption, request_messages
+from ui.chips import chip_caption
 from ui.dialog_view import Action, dialog_view, memory_text
 from ui.format import dot_md, duration, escape_md, size_label
 from ui.history_view import details, event_rows, filter_rows, to_csv
@@ -231,7 +232,15 @@ def test_available_model_offers_load_and_shows_its_facts() -> None:
     assert view.actions == (Action.LOAD,)
     assert view.load_blocked is None
     assert dict(view.facts)["Tools"] == "yes"
+    assert dict(view.facts)["Host"] == "this machine"
     assert view.simulated
+
+
+def test_a_model_on_another_node_names_it_in_the_dialog_and_under_its_chip() -> None:
+    on_node = replace(BASE, host="spark-2", size="20B")
+    assert dict(dialog_view(on_node, now=0).facts)["Host"] == "spark-2"
+    assert chip_caption(on_node) == "20B · on spark-2"
+    assert chip_caption(replace(BASE, size="20B")) == "20B"
 
 
 def test_loading_model_shows_elapsed_and_usual_time_and_offers_unload() -> None:

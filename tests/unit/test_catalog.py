@@ -141,7 +141,7 @@ def test_file_that_is_not_a_mapping(tmp_path: Path) -> None:
 def test_unknown_top_level_key_and_missing_models(tmp_path: Path) -> None:
     path = write_text(tmp_path, "modles: []\n")
     assert error_lines(path) == [
-        f"{path}:1: unknown top-level key 'modles'; the only allowed key is 'models'",
+        f"{path}:1: unknown top-level key 'modles'; the allowed keys are models, swarm_manager",
         f"{path}: there is no 'models:' list; the catalog must be a mapping with a 'models:' list at the top",
     ]
 
@@ -306,7 +306,7 @@ def test_unknown_runtime_lists_the_allowed_values(tmp_path: Path) -> None:
     path = write_catalog(tmp_path, entry(EXTERNAL, runtime="systemd"))
     assert single_error(path) == (
         f"{path}:5: model 'ext', field 'runtime': 'systemd' is not allowed; "
-        "use one of: compose, docker, process, external"
+        "use one of: compose, docker, process, external, swarm, kubernetes"
     )
 
 
@@ -315,7 +315,7 @@ def test_missing_engine_and_runtime_say_what_to_write(tmp_path: Path) -> None:
     assert error_lines(path) == [
         f"{path}:2: model 'ext', field 'engine': is required; use one of: nim, llamacpp, vllm, openai",
         f"{path}:2: model 'ext', field 'runtime': is required; say how the server is started, "
-        "one of: compose, docker, process, external",
+        "one of: compose, docker, process, external, swarm, kubernetes",
     ]
 
 

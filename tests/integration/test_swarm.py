@@ -1,0 +1,202 @@
+"""The swarm runtime on a real two-node swarm (tests/swarm_bed.py): node 1 is this machine's
+engine (the manager), node 2 a second dockerd in its own network namespace at 10.231.7.2."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from docker import DockerClient
+
+from lifecycle.core.events import Crashed, LoadRequested, StartIssued, Stopped
+from simulator.config import DEFAULT_CRASH_EXIT_CODE
+from tests import swarm_bed
+from tests.app_harness import api_settings, serve
+from tests.catalogs import SIM_IMAGE, write_catalog
+from tests.e2e.app_process import CLEAN_EXIT, SHUTDOWN_BUDGET_S, app_files, start_app
+from tests.integration.container_support import sim_args
+from tests.integration.lifecycle_env import (
+    LOADED_CRASHED_RESTARTED,
+    make_settings,
+    of_type,
+    running_service,
+    wait_for_types,
+)
+from tests.support import free_port, skip_or_fail, wait_until
+
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
+
+HELLO = [{"role": "user", "content": "hello"}]
+
+
+@pytest.fixture(scope="module")
+def bed(sim_image: str) -> Iterator[swarm_bed.Bed]:
+    reason = swarm_bed.why_unavailable()
+    if reason is not None:
+        skip_or_fail("DXG_REQUIRE_SWARM", reason)
+    made = swarm_bed.up(sim_image)
+    try:
+        yield made
+    finally:
+        swarm_bed.down()
+
+
+@pytest.fixture
+def manager(bed: swarm_bed.Bed, docker_client: DockerClient) -> Iterator[DockerClient]:
+    """The manager's client; every service a test left is removed after it (the swarm is the bed's)."""
+    yield docker_client
+    for service in docker_client.services.list():
+        service.remove()
+    wait_until(lambda: not _containers(swarm_bed.node2_client()), 60, what="node 2's containers to go")
+
+
+def _containers(client: DockerClient) -> list[Any]:
+    return list(client.containers.list(all=True, filters={"label": "dxg.managed=true"}))
+
+
+def swarm_model(model_id: str, node: str, address: str, *sim_extra: str) -> dict[str, Any]:
+    port = free_port()
+    return {
+        "id": model_id,
+        "url": f"http://{address}:{port}",
+        "engine": "nim",
+        "runtime": "swarm",
+        "simulated": True,
+        "startup_timeout_s": 60,
+        "swarm": {
+            "image": SIM_IMAGE,
+            "node": node,
+            "ports": {8000: port},
+            "command": sim_args(model_id, *sim_extra),
+        },
+    }
+
+
+def _ours(client: DockerClient, instance: str) -> list[Any]:
+    return list(client.services.list(filters={"label": f"dxg.instance={instance}"}))
+
+
+def test_a_model_on_node_2_loads_on_demand_through_v1_answers_and_unloads(
+    tmp_path: Path, bed: swarm_bed.Bed, manager: DockerClient
+) -> None:
+    catalog = write_catalog(tmp_path / "models.yaml", swarm_model("sw-a", swarm_bed.NODE2, bed.node2_addr))
+    settings = api_settings(tmp_path, catalog)
+    with serve(settings) as client:
+        user = openai.OpenAI(base_url=f"{client.base_url}/v1", api_key="x", http_client=client, max_retries=0)
+        started = time.monotonic()
+        answer = user.chat.completions.create(model="sw-a", messages=HELLO, max_tokens=8)  # type: ignore[arg-type]
+        cold_s = time.monotonic() - started
+        assert answer.choices[0].message.content
+        status = client.get("/api/models/sw-a").json()
+        assert status["phase"] == "ready"
+        assert status["host"] == "node-2"
+        services = _ours(manager, settings.instance)
+        assert len(services) == 1
+        task = services[0].tasks()[0]
+        assert task["NodeID"] == bed.node2_id
+        on_node2 = _containers(swarm_bed.node2_client())
+        assert [c.labels["dxg.model"] for c in on_node2] == ["sw-a"]
+        events = client.get("/api/events", params={"model": "sw-a"}).json()["events"]
+        assert events[-1]["type"] == "LoadRequested"  # newest first
+        assert events[-1]["actor"] == "gateway"
+
+        unloaded = client.post("/api/models/sw-a/unload?wait=true&timeout_s=60")
+        assert unloaded.status_code == 200, unloaded.text
+        assert _ours(manager, settings.instance) == []
+        log = (settings.log_dir / "sw-a.log").read_text()
+        assert "SIM_EVENT ready" in log  # docker service logs reached logs/sw-a.log
+        assert "on node node-2" in log
+    print(f"\nswarm: cold load on node 2 through /v1 to first answer {cold_s:.2f}s")
+
+
+def test_a_crash_on_node_2_is_recorded_with_its_exit_code_and_restarted(
+    settings: Any, tmp_path: Path, bed: swarm_bed.Bed, manager: DockerClient
+) -> None:
+    model = swarm_model("sw-c", swarm_bed.NODE2, bed.node2_addr, "--crash-after-s", "3")
+    quick = make_settings(settings, write_catalog(tmp_path / "models.yaml", model))
+    with running_service(quick) as service:
+        service.load("sw-c")
+        wait_for_types(service, "sw-c", LOADED_CRASHED_RESTARTED, timeout_s=90)
+        crash = of_type(service, "sw-c", Crashed)[0]
+        assert crash.exit_code == DEFAULT_CRASH_EXIT_CODE
+        assert "crashing as asked" in crash.log_tail
+        first, second = of_type(service, "sw-c", StartIssued)[:2]
+        assert first.handle["runtime"] == "swarm"
+        assert first.handle["ref"] != second.handle["ref"]  # a new service: Swarm restarted nothing
+        service.unload("sw-c")
+        assert service.wait("sw-c", "stopped", timeout_s=60).phase == "stopped"
+        assert of_type(service, "sw-c", Stopped)[-1].reason == "unload"
+    assert _ours(manager, quick.instance) == []
+
+
+def test_node_2_going_down_takes_its_model_offline_and_back(
+    settings: Any, tmp_path: Path, bed: swarm_bed.Bed, manager: DockerClient
+) -> None:
+    model = swarm_model("sw-n", swarm_bed.NODE2, bed.node2_addr)
+    quick = make_settings(settings, write_catalog(tmp_path / "models.yaml", model))
+    with running_service(quick) as service:
+        service.load("sw-n")
+        assert service.wait("sw-n", "ready", timeout_s=60).phase == "ready"
+        killed = time.monotonic()
+        swarm_bed.stop_node2(signal.SIGKILL)
+        offline = wait_until(lambda: _names_node_down(service.status_of("sw-n")), 60, what="sw-n Offline")
+        down_s = time.monotonic() - killed
+        assert not offline.available
+        swarm_bed.start_node2()
+        wait_until(
+            lambda: service.status_of("sw-n").loaded and _answers(model["url"]),
+            120,
+            what="sw-n back on node 2",
+        )
+        assert service.status_of("sw-n").available
+    print(f"\nswarm: node 2 killed to Offline {down_s:.2f}s")
+
+
+def _names_node_down(status: Any) -> Any:
+    reason = status.reason or ""
+    return status if "node-2" in reason and "down" in reason else None
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/v1/health/ready", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_two_nodes_a_hard_killed_app_adopts_and_sigterm_stops_every_service(
+    tmp_path: Path, bed: swarm_bed.Bed, manager: DockerClient
+) -> None:
+    one = swarm_model("sw-1", swarm_bed.NODE1, bed.node1_addr)
+    two = swarm_model("sw-2", swarm_bed.NODE2, bed.node2_addr)
+    with app_files(tmp_path, one, two) as files:
+        app = start_app(files)
+        app.load("sw-1")
+        app.load("sw-2")
+        placed = {s.name: s.tasks()[0]["NodeID"] for s in _ours(manager, files.instance)}
+        assert sorted(placed.values()) == sorted([bed.node1_id, bed.node2_id])
+
+        app.proc.kill()  # SIGKILL: no stop-all; the services run on
+        app.proc.wait(10)
+        assert len(_ours(manager, files.instance)) == 2
+        app = start_app(files)
+        wait_until(lambda: app.model("sw-2")["phase"] == "ready", 60, what="sw-2 adopted")
+        wait_until(lambda: app.model("sw-1")["phase"] == "ready", 60, what="sw-1 adopted")
+        assert len(_ours(manager, files.instance)) == 2  # adopted, not started twice
+        for model_id in ("sw-1", "sw-2"):
+            types = [e.type for e in files.events(model_id)]
+            assert types.count("StartIssued") == 1, types
+            assert "Adopted" in types, types
+
+        assert app.signal(signal.SIGTERM, SHUTDOWN_BUDGET_S) in CLEAN_EXIT
+        assert _ours(manager, files.instance) == []
+        node2 = swarm_bed.node2_client()
+        assert [c for c in _containers(node2) if c.status == "running"] == []
+        wait_until(lambda: not _containers(node2), 30, what="node 2 to remove the ended task's container")
+        assert [e.event for e in files.events("sw-2") if isinstance(e.event, LoadRequested)]
