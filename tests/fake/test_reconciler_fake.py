@@ -488,9 +488,14 @@ def test_a_server_the_runtime_cannot_see_is_neither_restarted_nor_forgotten(
     wait_passes(service, 5)
     assert types(service, A) == ["LoadRequested", "StartIssued", "ReadyObserved"], "unknown is not gone"
     assert fake.start_calls == 1
+    unseen = service.status_of(A)  # nobody can tell whether it runs: not shown as ready
+    assert (unseen.status, unseen.reason, unseen.loaded, unseen.available) == (
+        "Offline", "Docker is not reachable", False, False,
+    )  # fmt: skip
 
     fake.fail_inspect(None)
     wait_count(service, A, "ReadyObserved", 2)
+    assert service.status_of(A).reason is None
     assert of_type(service, A, Crashed)[0].exit_code == 9
     assert fake.peak(A) == 1
 
