@@ -28,7 +28,7 @@ from lifecycle.activity import Activity
 from lifecycle.catalog import Catalog, ModelSpec, RuntimeKind
 from lifecycle.catalog.watch import CatalogHolder
 from lifecycle.core import secrets
-from lifecycle.core.admission import Holder, MemoryView, Refused, admit
+from lifecycle.core.admission import Budget, Holder, MemoryView, Refused, admit
 from lifecycle.core.errors import CannotLoad, InvalidRequest, LifecycleError, NotEnoughMemory, UnknownModel
 from lifecycle.core.events import (
     APP_STREAM,
@@ -48,7 +48,7 @@ from lifecycle.core.events import (
 from lifecycle.core.policy import RestartPolicy
 from lifecycle.core.projection import ModelState
 from lifecycle.core.states import LOADED, RUNNING, UNLOADED, Phase
-from lifecycle.core.status_view import ModelStatus, model_status
+from lifecycle.core.status_view import ModelStatus, host_of, model_status
 from lifecycle.core.values import Availability, Handle
 from lifecycle.observe import memory_budget
 from lifecycle.observe.availability import AvailabilityCache
@@ -213,8 +213,11 @@ class LifecycleService:
         if state.desired == LOADED and state.phase != Phase.FAILED:
             return  # admitted already; this is a repeat click
         now = time.time()
-        budget = memory_budget.budget(self.settings.memory_budget_gb)
-        decision = admit(spec.id, spec.memory_gb, budget, self._holders(now), evict=evict, now=now)
+        view = self._memory_on(host_of(spec), spec, now)
+        if view is None:
+            log.info("no memory budget is known on %s, so %s's load is not checked", host_of(spec), spec.id)
+            return
+        decision = admit(spec.id, spec.memory_gb, view.budget, list(view.holders), evict=evict, now=now)
         if isinstance(decision, Refused):
             raise NotEnoughMemory(decision.message)
         for victim in decision.evict:
@@ -236,15 +239,44 @@ class LifecycleService:
         return key
 
     def memory(self) -> MemoryView:
-        """The memory budget now and the models holding it."""
-        now = time.time()
-        return MemoryView(memory_budget.budget(self.settings.memory_budget_gb), tuple(self._holders(now)))
+        """This machine's memory budget now and the models holding it."""
+        return self._local_memory(time.time())
 
-    def _holders(self, now: float) -> list[Holder]:
-        """Models loaded or asked to be whose memory is known: what the budget holds."""
+    def _local_memory(self, now: float) -> MemoryView:
+        budget = memory_budget.budget(self.settings.memory_budget_gb)
+        return MemoryView(budget, tuple(self._holders(None, now)))
+
+    def memory_at(self, model_id: str) -> MemoryView | None:
+        """The budget of the host the model runs on, and the models holding it there; None when
+        no budget is known for that host (another node, without DXG_MEMORY_BUDGET_GB and without
+        a figure from its runtime)."""
+        spec = self._spec(model_id)
+        return self._memory_on(host_of(spec), spec, time.time())
+
+    def _memory_on(self, host: str | None, spec: ModelSpec, now: float) -> MemoryView | None:
+        """Admission is per host: models on another node take nothing from this machine's memory."""
+        if host is None:
+            return self._local_memory(now)
+        configured = self.settings.memory_budget_gb
+        if configured is not None:
+            source = f"budget {configured:g} GB on {host}, DXG_MEMORY_BUDGET_GB (per host)"
+            budget = Budget(configured, measured=False, source=source)
+        else:
+            reported = getattr(self._runtimes.for_spec(spec), "memory_total_gb", None)
+            total = reported(spec) if callable(reported) else None
+            if total is None:
+                return None
+            budget = Budget(total, measured=False, source=f"{host}'s {total:g} GB, as its runtime reports it")
+        return MemoryView(budget, tuple(self._holders(host, now)))
+
+    def _holders(self, host: str | None, now: float) -> list[Holder]:
+        """Models on ``host`` (None: this machine) loaded or asked to be whose memory is known:
+        what its budget holds."""
         holders = []
         states = self._store.model_states()
         for spec in self._catalog.catalog:
+            if host_of(spec) != host:
+                continue
             state = states.get(spec.id)
             # A model without memory_gb can't be counted: admission is as good as the estimates.
             wanted = state is not None and state.desired == LOADED and state.phase != Phase.FAILED

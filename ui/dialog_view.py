@@ -80,8 +80,12 @@ def facts(status: ModelStatus) -> tuple[tuple[str, str], ...]:
     )
 
 
-def memory_text(memory: MemoryView) -> str:
+def memory_text(memory: MemoryView | None, host: str | None = None) -> str:
     """The budget line under a model with memory_gb: what is free, and who holds the rest."""
+    if memory is None:
+        where = host or "its host"
+        unchecked = "so loads there are unchecked: set DXG_MEMORY_BUDGET_GB"
+        return f"Memory: no budget is known on {where}, {unchecked}"
     held = ", ".join(f"{h.model_id} {gb(h.memory_gb)}" for h in memory.holders) or "nothing"
     return f"Memory: {gb(max(memory.free_gb, 0.0))} free ({memory.budget.source}); held: {held}"
 

@@ -156,7 +156,7 @@ def _body(service: LifecycleService, status: ModelStatus) -> None:
         )
     _facts(view)
     if status.memory_gb is not None:
-        st.caption(escape_md(memory_text(service.memory())))
+        st.caption(escape_md(memory_text(service.memory_at(status.id), status.host)))
     if error := st.session_state.get(ERROR_KEY):
         st.error(escape_md(str(error)))
     _buttons(status.id, view)

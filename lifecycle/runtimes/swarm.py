@@ -59,6 +59,7 @@ from lifecycle.runtimes.swarm_view import (
     find_node,
     newest_task,
     node_address,
+    node_memory_gb,
     node_name,
     node_problem,
     placement,
@@ -180,6 +181,18 @@ class SwarmRuntime:
                     return env_problem(spec)
                 return ImageMissing(swarm.image)
         return env_problem(spec)
+
+    def memory_total_gb(self, spec: ModelSpec) -> float | None:
+        """The node's memory as its manager reports it (what memory admission counts against
+        there, unless DXG_MEMORY_BUDGET_GB says otherwise); None when it can't be asked."""
+        swarm = self._settings_of(spec)
+        host = self._host(swarm.manager)
+        try:
+            with host.calls() as client:
+                node = find_node(client.api.nodes(), swarm.node)
+        except (RuntimeFailure, APIError):
+            return None
+        return node_memory_gb(node) if node is not None else None
 
     def _settings_of(self, spec: ModelSpec) -> SwarmSettings:
         if spec.swarm is None:

@@ -68,6 +68,12 @@ def node_gpus(node: NodeInfo) -> int:
     return count
 
 
+def node_memory_gb(node: NodeInfo) -> float | None:
+    """The node's memory in GiB as its engine reported it to the manager (``docker node inspect``)."""
+    memory = ((node.get("Description") or {}).get("Resources") or {}).get("MemoryBytes")
+    return int(memory) / 1024**3 if memory else None
+
+
 def node_problem(wanted: str, nodes: Sequence[NodeInfo], gpus: int | None) -> str | None:
     """Why a model pinned to ``wanted`` cannot start there now, or None."""
     node = find_node(nodes, wanted)

@@ -14,6 +14,7 @@ import openai
 import pytest
 from docker import DockerClient
 
+from lifecycle.core.errors import NotEnoughMemory
 from lifecycle.core.events import Crashed, LoadRequested, StartIssued, Stopped
 from simulator.config import DEFAULT_CRASH_EXIT_CODE
 from tests import swarm_bed
@@ -133,6 +134,44 @@ def test_a_crash_on_node_2_is_recorded_with_its_exit_code_and_restarted(
         assert service.wait("sw-c", "stopped", timeout_s=60).phase == "stopped"
         assert of_type(service, "sw-c", Stopped)[-1].reason == "unload"
     assert _ours(manager, quick.instance) == []
+
+
+def test_memory_is_admitted_per_node(
+    settings: Any, tmp_path: Path, bed: swarm_bed.Bed, manager: DockerClient
+) -> None:
+    """Two 6 GB models don't fit node 2's 10 GB budget together; node 1's is another budget."""
+    models = [
+        {**swarm_model(model_id, node, address), "memory_gb": 6}
+        for model_id, node, address in (
+            ("sw-m1", swarm_bed.NODE2, bed.node2_addr),
+            ("sw-m2", swarm_bed.NODE2, bed.node2_addr),
+            ("sw-m3", swarm_bed.NODE1, bed.node1_addr),
+        )
+    ]
+    per_node = make_settings(settings, write_catalog(tmp_path / "models.yaml", *models), memory_budget_gb=10)
+    with running_service(per_node) as service:
+        service.load("sw-m1")
+        with pytest.raises(NotEnoughMemory) as refused:
+            service.load("sw-m2")
+        assert str(refused.value).startswith(
+            "sw-m2 needs 6 GB; 4 GB free (budget 10 GB on node-2, DXG_MEMORY_BUDGET_GB (per host)); "
+            "unload sw-m1"
+        )
+        service.load("sw-m3")  # node 1: nothing of node 2's counts here
+        assert service.wait("sw-m3", "ready", timeout_s=60).phase == "ready"
+        assert service.wait("sw-m1", "ready", timeout_s=60).phase == "ready"
+        node2 = service.memory_at("sw-m1")
+        assert node2 is not None
+        assert [h.model_id for h in node2.holders] == ["sw-m1"]
+        assert [h.model_id for h in service.memory().holders] == []  # this machine holds none
+
+    reported = make_settings(settings, write_catalog(tmp_path / "models.yaml", *models))
+    with running_service(reported) as service:
+        budget = service.memory_at("sw-m1")
+        assert budget is not None
+        assert budget.budget.source.startswith("node-2's ")
+        assert budget.budget.source.endswith("GB, as its runtime reports it")
+        assert budget.budget.gb > 1  # node 2's engine reports this machine's memory
 
 
 def test_node_2_going_down_takes_its_model_offline_and_back(

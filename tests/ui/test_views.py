@@ -321,3 +321,6 @@ def test_the_dialog_states_memory_and_idle_unload() -> None:
         "Memory: 112 GB free (budget 128 GB, DXG_MEMORY_BUDGET_GB); held: gpt-oss-20b 16 GB"
     )
     assert memory_text(MemoryView(budget, ())).endswith("held: nothing")
+    assert memory_text(None, "spark-2") == (
+        "Memory: no budget is known on spark-2, so loads there are unchecked: set DXG_MEMORY_BUDGET_GB"
+    )

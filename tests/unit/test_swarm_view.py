@@ -14,6 +14,7 @@ from lifecycle.catalog.errors import CatalogError
 from lifecycle.runtimes.swarm_view import (
     find_node,
     newest_task,
+    node_memory_gb,
     node_problem,
     placement,
     task_note,
@@ -79,6 +80,12 @@ def test_why_a_node_cannot_take_a_model_is_said_in_words(
     else:
         assert problem is not None
         assert words in problem
+
+
+def test_a_nodes_memory_is_what_its_engine_reported() -> None:
+    reported = {"Description": {"Resources": {"MemoryBytes": 128 * 1024**3}}}
+    assert node_memory_gb(reported) == 128.0
+    assert node_memory_gb(NODES[0]) is None
 
 
 def test_the_newest_task_decides_and_a_failed_one_carries_its_exit_code() -> None:
