@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.stamp-run
 DEV_STAMP := $(VENV)/.stamp-dev
 
-.PHONY: run test lint format sim-image perf perf-benchmark reliability clean
+.PHONY: run test lint format sim-image perf perf-benchmark perf-swarm reliability clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,10 @@ perf-benchmark: $(DEV_STAMP)
 	$(BIN)/python -m perf.benchmark_capacity
 	$(BIN)/python -m perf.benchmark_agreement
 	$(BIN)/python -m perf.gateway_overhead
+
+# Models on another node: a real two-node swarm made on this machine (root, Docker).
+perf-swarm: $(DEV_STAMP)
+	$(BIN)/python -m perf.swarm_scaleout
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts
