@@ -70,24 +70,16 @@ class VolumeMount(BaseModel):
         return value
 
 
-class DockerSettings(BaseModel):
-    """runtime: docker -- one container run from an image.
-
-    ``command`` replaces the image's CMD (the arguments) and ``entrypoint`` its ENTRYPOINT;
-    both are lists, so no shell splits or interprets them. ``mem_limit`` caps the container's
-    memory (swap included), so a runaway server is OOM-killed instead of thrashing the host.
-    """
+class ContainerFields(BaseModel):
+    """What every runtime that runs an image takes: the image, published ports, mounts and the
+    arguments (``command`` replaces the image's CMD; a list, so no shell splits it)."""
 
     model_config = STRICT
 
     image: Text
-    ports: dict[Port, Port] = Field(default_factory=dict)  # container port -> host port
+    ports: dict[Port, Port] = Field(default_factory=dict)  # container port -> published port
     volumes: tuple[VolumeMount, ...] = ()
-    gpus: Literal["all"] | tuple[str, ...] | None = None  # None: no GPU
-    shm_size: str | None = None
     command: tuple[str, ...] | None = None
-    entrypoint: tuple[str, ...] | None = None
-    mem_limit: str | None = None
 
     @field_validator("ports", mode="before")
     @classmethod
@@ -98,6 +90,25 @@ class DockerSettings(BaseModel):
     @classmethod
     def _volumes_from_strings(cls, value: Any, info: ValidationInfo) -> Any:
         return volumes_from_strings(value, info)
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _argv(cls, value: Any) -> Any:
+        return argv_words(value)
+
+
+class DockerSettings(ContainerFields):
+    """runtime: docker -- one container run from an image.
+
+    ``entrypoint`` replaces the image's ENTRYPOINT, a list like ``command``. ``mem_limit`` caps
+    the container's memory (swap included), so a runaway server is OOM-killed instead of
+    thrashing the host.
+    """
+
+    gpus: Literal["all"] | tuple[str, ...] | None = None  # None: no GPU
+    shm_size: str | None = None
+    entrypoint: tuple[str, ...] | None = None
+    mem_limit: str | None = None
 
     @field_validator("gpus", mode="before")
     @classmethod
@@ -118,9 +129,9 @@ class DockerSettings(BaseModel):
             raise ValueError(f"{value!r} is not a size; write it like '16gb' or '512m'")
         return value
 
-    @field_validator("command", "entrypoint", mode="before")
+    @field_validator("entrypoint", mode="before")
     @classmethod
-    def _argv(cls, value: Any) -> Any:
+    def _entrypoint(cls, value: Any) -> Any:
         return argv_words(value)
 
 

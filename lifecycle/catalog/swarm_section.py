@@ -9,19 +9,11 @@ the entry's ``url`` names that address and a published port.
 from __future__ import annotations
 
 import re
-from typing import Any, Final
+from typing import Final
 
-from pydantic import BaseModel, Field, ValidationInfo, field_validator
+from pydantic import Field, field_validator
 
-from lifecycle.catalog.sections import (
-    STRICT,
-    Port,
-    Text,
-    VolumeMount,
-    argv_words,
-    ports_from_list,
-    volumes_from_strings,
-)
+from lifecycle.catalog.sections import ContainerFields, Text
 
 # The node label a catalog's ``node`` names (``docker node update --label-add dxg.host=spark-2``).
 NODE_LABEL: Final = "dxg.host"
@@ -39,35 +31,15 @@ def check_endpoint(value: str | None) -> str | None:
     return value
 
 
-class SwarmSettings(BaseModel):
-    """``swarm: {image, node, ports, gpus, volumes, command, manager}``; env is the entry's own."""
+class SwarmSettings(ContainerFields):
+    """``swarm: {image, node, ports, gpus, volumes, command, manager}``; env is the entry's own.
+    Volumes are paths on the node, not on the app's machine."""
 
-    model_config = STRICT
-
-    image: Text
     node: Text  # a dxg.host label value, or a node id
-    ports: dict[Port, Port] = Field(default_factory=dict)  # container port -> port on the node
     # NVIDIA-GPU generic resources to reserve: the node must advertise them (dockerd's
     # node-generic-resources); None: no GPU.
     gpus: int | None = Field(default=None, ge=1)
-    volumes: tuple[VolumeMount, ...] = ()  # paths on the node, not on the app's machine
-    command: tuple[str, ...] | None = None
     manager: str | None = None
-
-    @field_validator("ports", mode="before")
-    @classmethod
-    def _ports_from_list(cls, value: Any) -> Any:
-        return ports_from_list(value)
-
-    @field_validator("volumes", mode="before")
-    @classmethod
-    def _volumes_from_strings(cls, value: Any, info: ValidationInfo) -> Any:
-        return volumes_from_strings(value, info)
-
-    @field_validator("command", mode="before")
-    @classmethod
-    def _argv(cls, value: Any) -> Any:
-        return argv_words(value)
 
     @field_validator("node")
     @classmethod
