@@ -10,6 +10,7 @@ network namespace, joined over a veth pair on a private /24 made here and remove
   cgroups, and dockerd then fails with "Devices cgroup isn't mounted";
 - the simulator's image is copied with ``docker save | docker load``; no registry is needed;
 - nodes carry ``dxg.host=node-1`` / ``node-2`` labels, as a user labels theirs;
+- node 2 advertises two NVIDIA-GPU generic resources (named, as on a GPU host);
 - the manager node also carries ``dxg.bed=1``: ``down`` leaves only a swarm it made, never a
   user's, and ``up`` starts with ``down``, so a run that died midway leaves nothing for the next.
 
@@ -46,6 +47,9 @@ NODE2: Final = "node-2"
 START_TIMEOUT_S: Final = 60.0
 # How often nodes report to the manager: a node that stops counts as down after a few of these.
 HEARTBEAT: Final = "1s"
+# Node 2 advertises two GPUs as named generic resources, as dockerd does on a GPU host
+# (node-generic-resources in daemon.json); without the NVIDIA runtime they only count.
+NODE2_GPUS: Final = ("GPU-dxg-bed-0", "GPU-dxg-bed-1")
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,7 @@ def start_node2() -> None:
         "--exec-root", str(ROOT / "exec"),
         "--pidfile", str(PIDFILE),
         "-H", f"unix://{SOCKET}",
+        *(f"--node-generic-resource=NVIDIA-GPU={gpu}" for gpu in NODE2_GPUS),
     )  # fmt: skip
     subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
     deadline = time.monotonic() + START_TIMEOUT_S

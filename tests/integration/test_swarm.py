@@ -136,6 +136,30 @@ def test_a_crash_on_node_2_is_recorded_with_its_exit_code_and_restarted(
     assert _ours(manager, quick.instance) == []
 
 
+def test_gpus_are_reserved_from_what_the_node_advertises(
+    settings: Any, tmp_path: Path, bed: swarm_bed.Bed, manager: DockerClient
+) -> None:
+    one = {**swarm_model("sw-g1", swarm_bed.NODE2, bed.node2_addr)}
+    one["swarm"] = {**one["swarm"], "gpus": 1}
+    three = {**swarm_model("sw-g3", swarm_bed.NODE2, bed.node2_addr)}
+    three["swarm"] = {**three["swarm"], "gpus": 3}
+    quick = make_settings(settings, write_catalog(tmp_path / "models.yaml", one, three))
+    with running_service(quick) as service:
+        too_many = service.status_of("sw-g3")
+        assert not too_many.available
+        assert "advertises 2 NVIDIA-GPU resources and the model reserves 3" in (too_many.reason or "")
+        service.load("sw-g1")
+        assert service.wait("sw-g1", "ready", timeout_s=60).phase == "ready"
+        (ours,) = _ours(manager, quick.instance)
+        reservations = ours.attrs["Spec"]["TaskTemplate"]["Resources"]["Reservations"]
+        wanted = {"DiscreteResourceSpec": {"Kind": "NVIDIA-GPU", "Value": 1}}
+        assert reservations["GenericResources"] == [wanted]
+        (container,) = _containers(swarm_bed.node2_client())
+        given = [e for e in container.attrs["Config"]["Env"] if e.startswith("DOCKER_RESOURCE_NVIDIA-GPU=")]
+        assert len(given) == 1
+        assert given[0].split("=", 1)[1] in swarm_bed.NODE2_GPUS  # one of node 2's two, by name
+
+
 def test_memory_is_admitted_per_node(
     settings: Any, tmp_path: Path, bed: swarm_bed.Bed, manager: DockerClient
 ) -> None:
