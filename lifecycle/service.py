@@ -213,7 +213,7 @@ class LifecycleService:
         if state.desired == LOADED and state.phase != Phase.FAILED:
             return  # admitted already; this is a repeat click
         now = time.time()
-        view = self._memory_on(host_of(spec), spec, now)
+        view = self._memory_on(spec, now)
         if view is None:
             log.info("no memory budget is known on %s, so %s's load is not checked", host_of(spec), spec.id)
             return
@@ -250,37 +250,44 @@ class LifecycleService:
         """The budget of the host the model runs on, and the models holding it there; None when
         no budget is known for that host (another node, without DXG_MEMORY_BUDGET_GB and without
         a figure from its runtime)."""
-        spec = self._spec(model_id)
-        return self._memory_on(host_of(spec), spec, time.time())
+        return self._memory_on(self._spec(model_id), time.time())
 
-    def _memory_on(self, host: str | None, spec: ModelSpec, now: float) -> MemoryView | None:
+    def _place(self, spec: ModelSpec) -> tuple[str | None, float | None]:
+        """Which memory the model holds, None for this machine's, and that memory's size where
+        its runtime knows it (a swarm node's; a node that is the local engine's own is this
+        machine)."""
+        ask = getattr(self._runtimes.for_spec(spec), "memory_place", None)
+        if callable(ask):
+            place: tuple[str | None, float | None] = ask(spec)
+            return place
+        return host_of(spec), None
+
+    def _memory_on(self, spec: ModelSpec, now: float) -> MemoryView | None:
         """Admission is per host: models on another node take nothing from this machine's memory."""
-        if host is None:
+        place, total = self._place(spec)
+        if place is None:
             return self._local_memory(now)
+        host = host_of(spec) or place
         configured = self.settings.memory_budget_gb
         if configured is not None:
             source = f"budget {configured:g} GB on {host}, DXG_MEMORY_BUDGET_GB (per host)"
             budget = Budget(configured, measured=False, source=source)
-        else:
-            reported = getattr(self._runtimes.for_spec(spec), "memory_total_gb", None)
-            total = reported(spec) if callable(reported) else None
-            if total is None:
-                return None
+        elif total is not None:
             budget = Budget(total, measured=False, source=f"{host}'s {total:g} GB, as its runtime reports it")
-        return MemoryView(budget, tuple(self._holders(host, now)))
+        else:
+            return None
+        return MemoryView(budget, tuple(self._holders(place, now)))
 
-    def _holders(self, host: str | None, now: float) -> list[Holder]:
-        """Models on ``host`` (None: this machine) loaded or asked to be whose memory is known:
-        what its budget holds."""
+    def _holders(self, place: str | None, now: float) -> list[Holder]:
+        """Models held in ``place``'s memory (None: this machine's) that are loaded or asked to
+        be and whose memory is known: what its budget holds."""
         holders = []
         states = self._store.model_states()
         for spec in self._catalog.catalog:
-            if host_of(spec) != host:
-                continue
             state = states.get(spec.id)
             # A model without memory_gb can't be counted: admission is as good as the estimates.
             wanted = state is not None and state.desired == LOADED and state.phase != Phase.FAILED
-            if spec.memory_gb is None or state is None or not wanted:
+            if spec.memory_gb is None or state is None or not wanted or self._place(spec)[0] != place:
                 continue
             since = state.since if state.since is not None else now
             holders.append(

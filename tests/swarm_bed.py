@@ -32,6 +32,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import psutil
+
 NETNS: Final = "dxg-swarm-node2"
 VETH_HOST: Final = "dxgsw0"
 VETH_NODE: Final = "dxgsw1"
@@ -93,62 +95,61 @@ def why_unavailable() -> str | None:
 
 
 def _ours() -> bool:
+    """The engine's swarm is the bed's: labelled so, or advertised on the bed's own address (a run
+    that died between ``swarm init`` and the label left it so)."""
     labels = _docker("node", "inspect", "self", "--format", "{{json .Spec.Labels}}", check=False)
     with contextlib.suppress(ValueError):
-        return BED_LABEL in (json.loads(labels or "{}") or {})
-    return False
+        if BED_LABEL in (json.loads(labels or "{}") or {}):
+            return True
+    return _docker("info", "--format", "{{.Swarm.NodeAddr}}", check=False) == HOST_ADDR
 
 
-def _node2_pid() -> int | None:
+def _node2_process() -> psutil.Process | None:
+    """Node 2's dockerd, if its pidfile names one: a stale pidfile's pid may be anyone's now."""
     try:
-        return int(PIDFILE.read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+        process = psutil.Process(int(PIDFILE.read_text().strip()))
+        if "dockerd" in process.name() and str(ROOT) in " ".join(process.cmdline()):
+            return process
+    except (OSError, ValueError, psutil.Error):
+        pass
+    return None
 
 
 def stop_node2(sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> None:
     """Stop node 2's dockerd (SIGKILL to play a node that dies) and wait until it is gone."""
-    pid = _node2_pid()
-    if pid is None or not _alive(pid):
+    process = _node2_process()
+    if process is None:
         return
-    os.kill(pid, sig)
-    deadline = time.monotonic() + timeout_s
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if _alive(pid):
-        os.kill(pid, signal.SIGKILL)
-    _reap_children()
-
-
-def _reap_children() -> None:
-    # A dockerd started by this process is our child: wait for it, or it lingers as a zombie.
-    with contextlib.suppress(ChildProcessError):
-        while os.waitpid(-1, os.WNOHANG) != (0, 0):
-            pass
+    with contextlib.suppress(psutil.Error):
+        process.send_signal(sig)
+        try:
+            process.wait(timeout_s)  # reaps it too when this process started it
+        except psutil.TimeoutExpired:
+            process.kill()
+            process.wait(10)
 
 
 def start_node2() -> None:
     """Node 2's dockerd in its namespace; after ``stop_node2`` it rejoins the swarm by itself."""
     (ROOT / "data").mkdir(parents=True, exist_ok=True)
     (ROOT / "exec").mkdir(parents=True, exist_ok=True)
-    log = (ROOT / "dockerd.log").open("ab")
+    # Its own (empty) daemon.json, so a developer's /etc/docker/daemon.json (hosts, data-root,
+    # live-restore) never reaches it, and its own containerd namespaces.
+    config = ROOT / "daemon.json"
+    config.write_text("{}\n", encoding="utf-8")
     argv = _in_node2(
         "dockerd",
+        "--config-file", str(config),
         "--data-root", str(ROOT / "data"),
         "--exec-root", str(ROOT / "exec"),
         "--pidfile", str(PIDFILE),
+        "--containerd-namespace", "dxg-node2",
+        "--containerd-plugins-namespace", "dxg-node2-plugins",
         "-H", f"unix://{SOCKET}",
         *(f"--node-generic-resource=NVIDIA-GPU={gpu}" for gpu in NODE2_GPUS),
     )  # fmt: skip
-    subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
+    with (ROOT / "dockerd.log").open("ab") as log:
+        subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
     deadline = time.monotonic() + START_TIMEOUT_S
     while _run("docker", "-H", f"unix://{SOCKET}", "info", check=False).returncode != 0:
         if time.monotonic() > deadline:
@@ -165,7 +166,7 @@ def down() -> None:
         if services:
             _docker("service", "rm", *services, check=False)
         _docker("swarm", "leave", "--force", check=False)
-    if _node2_pid() is not None:
+    if _node2_process() is not None:
         if SOCKET.exists():
             containers = _docker("ps", "-aq", node2=True, check=False).split()
             if containers:
@@ -192,8 +193,6 @@ def _mounts_under(root: Path) -> list[str]:
 
 def _kill_leftovers() -> None:
     """Shims and containers of a node 2 that was killed (a node "losing power" leaves them)."""
-    import psutil
-
     mine = [p for p in psutil.process_iter(["cmdline"]) if str(ROOT) in " ".join(p.info["cmdline"] or [])]
     for process in mine:
         with contextlib.suppress(psutil.Error):
@@ -201,7 +200,6 @@ def _kill_leftovers() -> None:
                 child.kill()
             process.kill()
     psutil.wait_procs(mine, timeout=10)
-    _reap_children()
 
 
 def up(image: str) -> Bed:

@@ -74,6 +74,10 @@ log = logging.getLogger(__name__)
 
 # After the grace period, how long a task may take to be reported down by its node.
 STOP_SLACK_S: Final = 15.0
+# A service without a task this young is being set up, not gone.
+FIRST_TASK_S: Final = 30.0
+FOLLOW_AGAIN_S: Final = 10.0
+PLACE_TTL_S: Final = 30.0
 POLL_S: Final = 0.2
 NANOS: Final = 1_000_000_000
 MANAGER_KEY: Final = "manager"
@@ -119,6 +123,9 @@ class SwarmRuntime:
         self._hosts: dict[str | None, DockerHost] = {}
         self._watches: dict[str | None, DockerWatch] = {}
         self._followers: dict[str, threading.Thread] = {}
+        self._follow_ended: dict[str, float] = {}  # service id -> when its last follower ended
+        # (manager, node) -> (when asked, place, memory GiB): see memory_place
+        self._places: dict[tuple[str | None, str], tuple[float, str | None, float | None]] = {}
         self._noted: set[str] = set()  # task ids whose end is in the log already
         self._lock = threading.Lock()
 
@@ -182,17 +189,33 @@ class SwarmRuntime:
                 return ImageMissing(swarm.image)
         return env_problem(spec)
 
-    def memory_total_gb(self, spec: ModelSpec) -> float | None:
-        """The node's memory as its manager reports it (what memory admission counts against
-        there, unless DXG_MEMORY_BUDGET_GB says otherwise); None when it can't be asked."""
+    def memory_place(self, spec: ModelSpec) -> tuple[str | None, float | None]:
+        """Where the model's memory is held, for admission: None for this machine (the node is
+        the local engine's own), else the node; and that node's memory in GiB as its engine
+        reported it, if known. Asked at most every ``PLACE_TTL_S`` per node: admission holds a
+        lock, and a slow manager must not stall every load."""
         swarm = self._settings_of(spec)
+        key = (swarm.manager, swarm.node)
+        now = time.monotonic()
+        with self._lock:
+            cached = self._places.get(key)
+        if cached is not None and now - cached[0] < PLACE_TTL_S:
+            return cached[1], cached[2]
+        place: tuple[str | None, float | None] = (swarm.node, None)
         host = self._host(swarm.manager)
         try:
             with host.calls() as client:
                 node = find_node(client.api.nodes(), swarm.node)
+                # The manager's own node, reached over the local socket, is this machine.
+                local = node is not None and host.endpoint.startswith("unix://")
+                local = local and node.get("ID") == (client.info().get("Swarm") or {}).get("NodeID")
         except (RuntimeFailure, APIError):
-            return None
-        return node_memory_gb(node) if node is not None else None
+            node, local = None, False
+        if node is not None:
+            place = (None, None) if local else (str(node.get("ID")), node_memory_gb(node))
+        with self._lock:
+            self._places[key] = (now, *place)
+        return place
 
     def _settings_of(self, spec: ModelSpec) -> SwarmSettings:
         if spec.swarm is None:
@@ -281,25 +304,51 @@ class SwarmRuntime:
                 return Observation(running=False, started_at=handle.started_at, missing=True)
             task = newest_task(service.tasks())
             nodes = {str(n.get("ID")): n for n in client.api.nodes()}
-        if task is not None and task_state(task) in LIVE_STATES:
-            node = nodes.get(str(task.get("NodeID") or ""))
-            state = str(((node or {}).get("Status") or {}).get("State") or "")
-            if node is not None and state != "ready":
-                # Unknown, not gone: the server may well run on; acting on it would be a guess.
-                raise RuntimeFailure(f"swarm node {node_name(node)} at {node_address(node)} is {state}")
+        if task is None:
+            created = parse_docker_time(service.attrs.get("CreatedAt")) or handle.started_at
+            if time.time() - created < FIRST_TASK_S:
+                # Swarm makes the task a moment after the service: not there yet is not gone.
+                return Observation(running=True, started_at=created)
+        elif task_state(task) in LIVE_STATES:
+            self._check_node(task, nodes)
+            if task_state(task) == "pending":
+                self._note_once(handle.model_id, task, f"{task_note(task, nodes)} (waiting for a node)")
             self._follow(host, handle.ref, handle.model_id)
-        elif task is not None:
+        else:
             self._note_end(handle.model_id, task, nodes)
         observed = task_observation(task)
         return observed if observed.started_at is not None else _with_start(observed, handle.started_at)
 
-    def _note_end(self, model_id: str, task: Mapping[str, Any], nodes: Mapping[str, Any]) -> None:
-        task_id = str(task.get("ID") or "")
+    @staticmethod
+    def _check_node(task: Mapping[str, Any], nodes: Mapping[str, Any]) -> None:
+        """A live task on a node the manager can't reach is unknown, not running and not gone:
+        the reconciler must not act on a guess. Swarm gives the task up (desired state shutdown)
+        and stops it when the node returns, which then reads as an exit."""
+        node_id = str(task.get("NodeID") or "")
+        if not node_id:
+            return  # not placed yet
+        node = nodes.get(node_id)
+        if node is None:
+            raise RuntimeFailure(f"the swarm node {node_id[:12]} its task ran on has left the swarm")
+        state = str((node.get("Status") or {}).get("State") or "unknown")
+        if state != "ready":
+            given_up = (
+                "; Swarm has given its task up" if task.get("DesiredState") in ("shutdown", "remove") else ""
+            )
+            raise RuntimeFailure(f"swarm node {node_name(node)} at {node_address(node)} is {state}{given_up}")
+
+    def _note_once(self, model_id: str, task: Mapping[str, Any], text: str) -> bool:
+        key = f"{task.get('ID')}:{task_state(task)}"
         with self._lock:
-            if task_id in self._noted:
-                return
-            self._noted.add(task_id)
-        self._note(model_id, task_note(task, nodes))
+            if key in self._noted:
+                return False
+            self._noted.add(key)
+        self._note(model_id, text)
+        return True
+
+    def _note_end(self, model_id: str, task: Mapping[str, Any], nodes: Mapping[str, Any]) -> None:
+        if not self._note_once(model_id, task, task_note(task, nodes)):
+            return
         error = task_error(task)
         if "No such image" in error:
             image = str(((task.get("Spec") or {}).get("ContainerSpec") or {}).get("Image") or "")
@@ -311,16 +360,26 @@ class SwarmRuntime:
         found: list[Handle] = []
         managers = {None, *self._hosts}
         for manager in managers:
-            host = self._host(manager)
-            with host.calls() as client:
-                swarm = client.info().get("Swarm") or {}
-                if swarm.get("LocalNodeState") != "active" or not swarm.get("ControlAvailable"):
-                    continue
-                nodes = {str(n.get("ID")): n for n in client.api.nodes()}
-                for service in self._ours(client):
-                    task = newest_task(service.tasks())
-                    node = nodes.get(str((task or {}).get("NodeID") or ""))
-                    found.append(self._handle(service, manager, node))
+            try:
+                found += self._managed_on(manager)
+            except (RuntimeFailure, APIError) as exc:  # one manager away must not hide the others
+                log.warning(
+                    "cannot list this instance's swarm services on %s: %s", manager or "DOCKER_HOST", exc
+                )
+        return found
+
+    def _managed_on(self, manager: str | None) -> list[Handle]:
+        host = self._host(manager)
+        with host.calls() as client:
+            swarm = client.info().get("Swarm") or {}
+            if swarm.get("LocalNodeState") != "active" or not swarm.get("ControlAvailable"):
+                return []
+            nodes = {str(n.get("ID")): n for n in client.api.nodes()}
+            found = []
+            for service in self._ours(client):
+                task = newest_task(service.tasks())
+                node = nodes.get(str((task or {}).get("NodeID") or ""))
+                found.append(self._handle(service, manager, node))
         return found
 
     def logs(self, handle: Handle | None, model_id: str, tail: int) -> str:
@@ -344,11 +403,16 @@ class SwarmRuntime:
             )
             service.scale(0)
             deadline = time.monotonic() + grace_s + STOP_SLACK_S
-            task = newest_task(service.tasks())
+            task = seen = newest_task(service.tasks())
             while task is not None and task_state(task) in LIVE_STATES and time.monotonic() < deadline:
                 time.sleep(POLL_S)
                 task = newest_task(service.tasks())
-            observed = task_observation(task)
+                seen = task or seen
+            if task is not None or seen is None:
+                observed = task_observation(task)
+            else:  # Swarm's task reaper removed the ended task before we read its exit code
+                self._note(handle.model_id, f"{handle.model_id}: its task ended; Swarm kept no exit code")
+                observed = Observation(running=False)
             self._remove(service, handle.model_id, "its service")
         self._note(handle.model_id, f"stopped {handle.model_id} (exit code {observed.exit_code})")
         return _with_start(observed, handle.started_at) if observed.started_at is None else observed
@@ -366,6 +430,10 @@ class SwarmRuntime:
         with self._lock:
             thread = self._followers.get(service_id)
             if thread is not None and thread.is_alive():
+                return
+            # A stream that ends at once (a logging driver Docker can't read back) would be
+            # followed again on every pass, and its end would wake the next one.
+            if time.monotonic() - self._follow_ended.get(service_id, -FOLLOW_AGAIN_S) < FOLLOW_AGAIN_S:
                 return
             thread = threading.Thread(
                 target=self._copy, args=(host, service_id, model_id), name=f"logs-{model_id}", daemon=True
@@ -388,6 +456,9 @@ class SwarmRuntime:
         except Exception:
             log.exception("following the logs of swarm service %s (%s) failed", model_id, service_id[:12])
         finally:
+            with self._lock:
+                self._follow_ended[service_id] = time.monotonic()
+                self._followers.pop(service_id, None)
             self._kick()
 
     @staticmethod

@@ -216,6 +216,17 @@ class Reconciler:
         live = self._liveness.failures(model_id)
         return live.failures, live.reason
 
+    def _seen(self, model_id: str, unobservable: str | None) -> None:
+        """Note whether the model's server could be inspected; a change moves the change count,
+        so readers that keep statuses (the gateway) stop routing to a server nobody can see."""
+        before = self._unobservable.get(model_id)
+        if unobservable is None:
+            self._unobservable.pop(model_id, None)
+        else:
+            self._unobservable[model_id] = unobservable
+        if before != unobservable:
+            self._changes.notify()
+
     def unobservable(self, model_id: str) -> str | None:
         """Why the model's server could not be seen on the last pass (its engine or node is
         down), or None: its record may still say ready, but nobody can tell."""
@@ -244,7 +255,7 @@ class Reconciler:
 
     def _observe(self, state: ModelState, spec: ModelSpec | None) -> Observed | None:
         if state.phase not in RUNNING:
-            self._unobservable.pop(state.model_id, None)
+            self._seen(state.model_id, None)
             return None
         try:
             handle = Handle.from_json(state.handle or {})
@@ -253,9 +264,9 @@ class Reconciler:
         try:
             seen = self._runtimes.for_handle(handle).inspect(handle)
         except Exception as exc:
-            self._unobservable[state.model_id] = str(exc)
+            self._seen(state.model_id, str(exc))
             return Observed.unknown(str(exc))
-        self._unobservable.pop(state.model_id, None)
+        self._seen(state.model_id, None)
         if seen.running and state.phase == Phase.READY and spec is not None and state.desired == LOADED:
             live = self._liveness.watch(handle, spec)
             hung = live.failures >= self._settings.liveness_failures
