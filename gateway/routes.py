@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, Router, request_response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.cold_start import ColdStarts
+from gateway.cold_start import RETRY_AFTER_S, ColdStarts
 from gateway.metrics import Metrics
 from gateway.openai_errors import AUTHENTICATION, UNAVAILABLE, GatewayError
 from gateway.status_snapshot import StatusSnapshot
@@ -137,6 +137,11 @@ class Gateway:
             how = model.manual_start or f"start it by hand so that it answers at {model.url}"
             raise GatewayError(503, f"{model.id} is not running and the app does not start it: {how}",
                                "model_not_running", UNAVAILABLE)  # fmt: skip
+        if model.phase == "ready" and not model.available:
+            # Its server was up, but its engine or node can't be reached now: waiting for a load
+            # that is already there would only time out.
+            raise GatewayError(503, f"{model.id} can't be reached: {model.reason}", "model_unreachable",
+                               UNAVAILABLE, headers={"Retry-After": str(RETRY_AFTER_S)})  # fmt: skip
         return model
 
     async def _wait_ready(self, request: Request, model: ModelStatus) -> ModelStatus | None:

@@ -162,9 +162,15 @@ def down() -> None:
     """Remove the bed, or what a run that died left of it. Never touches a swarm it did not make."""
     engine_up = shutil.which("docker") is not None and _run("docker", "info", check=False).returncode == 0
     if engine_up and _ours():
-        services = _docker("service", "ls", "-q", check=False).split()
-        if services:
-            _docker("service", "rm", *services, check=False)
+        if _docker("info", "--format", "{{.Swarm.ControlAvailable}}", check=False) == "true":
+            import docker
+
+            from lifecycle.runtimes.swarm import retire
+
+            client = docker.from_env(timeout=30)
+            for service in client.services.list():
+                retire(service)
+            client.close()
         _docker("swarm", "leave", "--force", check=False)
     if _node2_process() is not None:
         if SOCKET.exists():

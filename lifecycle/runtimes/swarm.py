@@ -78,6 +78,7 @@ STOP_SLACK_S: Final = 15.0
 FIRST_TASK_S: Final = 30.0
 FOLLOW_AGAIN_S: Final = 10.0
 PLACE_TTL_S: Final = 30.0
+REAP_WAIT_S: Final = 10.0
 POLL_S: Final = 0.2
 NANOS: Final = 1_000_000_000
 MANAGER_KEY: Final = "manager"
@@ -418,10 +419,8 @@ class SwarmRuntime:
         return _with_start(observed, handle.started_at) if observed.started_at is None else observed
 
     def _remove(self, service: Service, model_id: str, what: str) -> None:
-        # The task has ended, so its last lines are in the log already; the follower's stream
-        # ends with the service.
-        with contextlib.suppress(NotFound):
-            service.remove()
+        """Remove a service whose task has ended (its last lines are in the log already)."""
+        retire(service)
         self._note(model_id, f"removed {what} {service.name}")
 
     # --- logs ----------------------------------------------------------------------------------
@@ -495,6 +494,25 @@ class SwarmRuntime:
     def _note(self, model_id: str, text: str) -> None:
         with contextlib.suppress(OSError):
             logfile.write_note(self._log(model_id), text)
+
+
+def retire(service: Service, reap_wait_s: float = REAP_WAIT_S) -> None:
+    """Remove a service, but not while Swarm's task reaper may be deleting its tasks.
+
+    Removing a service whose task disappears at that moment makes the manager's dockerd panic
+    (swarmkit 20.10, SetServiceTasksRemove reads the deleted task: a nil pointer), and every
+    service and container on that engine goes down with it. So the service goes to 0 replicas,
+    which has the reaper delete its ended tasks, and is removed once none is left (or after
+    ``reap_wait_s``, when a task is stuck on a node that is away).
+    """
+    with contextlib.suppress(NotFound):
+        service.reload()  # its version: an update from a stale one is refused as out of sequence
+        if (service.attrs.get("Spec") or {}).get("Mode", {}).get("Replicated", {}).get("Replicas") != 0:
+            service.scale(0)
+        deadline = time.monotonic() + reap_wait_s
+        while service.tasks() and time.monotonic() < deadline:
+            time.sleep(POLL_S)
+        service.remove()
 
 
 def _with_start(observed: Observation, started_at: float) -> Observation:
