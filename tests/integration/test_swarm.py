@@ -13,8 +13,9 @@ from typing import Any
 import httpx
 import openai
 import pytest
+import yaml
 from docker import DockerClient
-from docker.errors import NotFound
+from docker.errors import APIError, NotFound
 
 from lifecycle.core.errors import NotEnoughMemory
 from lifecycle.core.events import Crashed, LoadRequested, StartIssued, Stopped
@@ -37,6 +38,7 @@ from tests.support import free_port, skip_or_fail, wait_until
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
 
 HELLO = [{"role": "user", "content": "hello"}]
+MANAGER = "unix:///var/run/docker.sock"
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +61,11 @@ def manager(bed: swarm_bed.Bed, docker_client: DockerClient) -> Iterator[DockerC
         retire(service)
     # What a killed node 2 left (its old task's container comes back with its dockerd) would
     # meet the next test there; the tests that remove services check node 2 themselves.
-    for container in _containers(swarm_bed.node2_client()):
-        with contextlib.suppress(NotFound):
+    node2 = swarm_bed.node2_client()
+    for container in _containers(node2):
+        with contextlib.suppress(NotFound, APIError):  # APIError: Swarm's own removal is under way
             container.remove(force=True)
+    wait_until(lambda: not _containers(node2), 30, what="node 2 without containers")
 
 
 def _containers(client: DockerClient) -> list[Any]:
@@ -154,13 +158,17 @@ def test_gpus_are_reserved_from_what_the_node_advertises(
     one["swarm"] = {**one["swarm"], "gpus": 1}
     three = {**swarm_model("sw-g3", swarm_bed.NODE2, bed.node2_addr)}
     three["swarm"] = {**three["swarm"], "gpus": 3}
-    quick = make_settings(settings, write_catalog(tmp_path / "models.yaml", one, three))
+    # The manager named by the catalog's top-level swarm_manager (the bed's is this engine).
+    catalog = tmp_path / "models.yaml"
+    catalog.write_text(yaml.safe_dump({"swarm_manager": MANAGER, "models": [one, three]}), encoding="utf-8")
+    quick = make_settings(settings, catalog)
     with running_service(quick) as service:
         too_many = service.status_of("sw-g3")
         assert not too_many.available
         assert "advertises 2 NVIDIA-GPU resources and the model reserves 3" in (too_many.reason or "")
         service.load("sw-g1")
         assert service.wait("sw-g1", "ready", timeout_s=60).phase == "ready"
+        assert of_type(service, "sw-g1", StartIssued)[0].handle["extra"]["manager"] == MANAGER
         (ours,) = _ours(manager, quick.instance)
         reservations = ours.attrs["Spec"]["TaskTemplate"]["Resources"]["Reservations"]
         wanted = {"DiscreteResourceSpec": {"Kind": "NVIDIA-GPU", "Value": 1}}
