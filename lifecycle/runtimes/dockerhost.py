@@ -71,16 +71,17 @@ class DockerHost:
             if self._client is None:
                 self._endpoint = self._base_url or endpoint()
                 try:
-                    # Both ask the engine for its API version ("auto"), so this is a real probe.
-                    if self._base_url is None:
-                        self._client = docker.from_env(timeout=int(self.timeout_s))
-                    else:
-                        self._client = DockerClient(
-                            base_url=self._base_url, version="auto", timeout=int(self.timeout_s)
-                        )
+                    self._client = self.connect()
                 except DockerException as exc:
                     raise EngineUnavailable(self._endpoint, _root_reason(exc)) from exc
             return self._client
+
+    def connect(self) -> DockerClient:
+        """A new client of this engine, not shared (an event stream closes its own when it ends).
+        Both forms ask the engine for its API version ("auto"), so this is a real probe."""
+        if self._base_url is None:
+            return docker.from_env(timeout=int(self.timeout_s))
+        return DockerClient(base_url=self._base_url, version="auto", timeout=int(self.timeout_s))
 
     @contextmanager
     def calls(self) -> Iterator[DockerClient]:

@@ -23,15 +23,13 @@ reconciler, so a crash or a node going down is noticed at once rather than at th
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
-import docker
 from docker import DockerClient
 from docker.errors import APIError, NotFound
 from docker.models.services import Service
@@ -144,7 +142,7 @@ class SwarmRuntime:
                     self.settings.instance,
                     self._kick,
                     filters={"type": ["service", "node"]},
-                    client=_events_client(manager),
+                    client=host.connect,  # its own client: the watcher closes it when the stream ends
                 )
                 self._watches[manager] = watch
                 watch.start()
@@ -175,7 +173,7 @@ class SwarmRuntime:
         swarm = self._settings_of(spec)
         host = self._host(swarm.manager)
         with host.calls() as client:
-            nodes = self._nodes(client, host)
+            nodes, own_id = self._nodes(client, host)
             where = node_problem(swarm.node, nodes, swarm.gpus)
             if where is not None:
                 return RuntimeFailure(where)
@@ -183,7 +181,7 @@ class SwarmRuntime:
             if running is not None:
                 return running
             node = find_node(nodes, swarm.node)
-            if node is not None and node.get("ID") == client.info()["Swarm"].get("NodeID"):
+            if node is not None and node.get("ID") == own_id:
                 with contextlib.suppress(NotFound):  # the manager's own images are knowable
                     client.images.get(swarm.image)
                     return env_problem(spec)
@@ -206,10 +204,10 @@ class SwarmRuntime:
         host = self._host(swarm.manager)
         try:
             with host.calls() as client:
-                node = find_node(client.api.nodes(), swarm.node)
-                # The manager's own node, reached over the local socket, is this machine.
-                local = node is not None and host.endpoint.startswith("unix://")
-                local = local and node.get("ID") == (client.info().get("Swarm") or {}).get("NodeID")
+                nodes, own_id = self._nodes(client, host)
+            node = find_node(nodes, swarm.node)
+            # The manager's own node, reached over the local socket, is this machine.
+            local = node is not None and node.get("ID") == own_id and host.endpoint.startswith("unix://")
         except (RuntimeFailure, APIError):
             node, local = None, False
         if node is not None:
@@ -223,7 +221,8 @@ class SwarmRuntime:
             raise RuntimeFailure(f"model {spec.id} has no swarm settings, so the app cannot start it")
         return spec.swarm
 
-    def _nodes(self, client: DockerClient, host: DockerHost) -> list[Mapping[str, Any]]:
+    def _nodes(self, client: DockerClient, host: DockerHost) -> tuple[list[Mapping[str, Any]], str]:
+        """The swarm's nodes, and the id of the manager's own; a failure unless it is a manager."""
         swarm = client.info().get("Swarm") or {}
         if swarm.get("LocalNodeState") != "active":
             raise RuntimeFailure(
@@ -236,7 +235,7 @@ class SwarmRuntime:
                 f"the Docker engine at {host.endpoint} is a swarm worker, not a manager; point "
                 "swarm_manager (or DOCKER_HOST) at a manager, which alone can place services"
             )
-        return list(client.api.nodes())
+        return list(client.api.nodes()), str(swarm.get("NodeID") or "")
 
     def _running_problem(self, client: DockerClient, model_id: str) -> AlreadyRunning | None:
         for service in self._ours(client, model_id):
@@ -260,7 +259,7 @@ class SwarmRuntime:
         path = self._log(spec.id)
         logfile.rotate_if_large(path)
         with host.calls() as client:
-            node = find_node(self._nodes(client, host), swarm.node)
+            node = find_node(self._nodes(client, host)[0], swarm.node)
             if node is None:  # gone since the check
                 raise RuntimeFailure(f"swarm node {swarm.node} is gone")
             for previous in self._ours(client, spec.id):
@@ -317,8 +316,7 @@ class SwarmRuntime:
             self._follow(host, handle.ref, handle.model_id)
         else:
             self._note_end(handle.model_id, task, nodes)
-        observed = task_observation(task)
-        return observed if observed.started_at is not None else _with_start(observed, handle.started_at)
+        return task_observation(task, handle.started_at)
 
     @staticmethod
     def _check_node(task: Mapping[str, Any], nodes: Mapping[str, Any]) -> None:
@@ -410,13 +408,13 @@ class SwarmRuntime:
                 task = newest_task(service.tasks())
                 seen = task or seen
             if task is not None or seen is None:
-                observed = task_observation(task)
+                observed = task_observation(task, handle.started_at)
             else:  # Swarm's task reaper removed the ended task before we read its exit code
                 self._note(handle.model_id, f"{handle.model_id}: its task ended; Swarm kept no exit code")
-                observed = Observation(running=False)
+                observed = Observation(running=False, started_at=handle.started_at)
             self._remove(service, handle.model_id, "its service")
         self._note(handle.model_id, f"stopped {handle.model_id} (exit code {observed.exit_code})")
-        return _with_start(observed, handle.started_at) if observed.started_at is None else observed
+        return observed
 
     def _remove(self, service: Service, model_id: str, what: str) -> None:
         """Remove a service whose task has ended (its last lines are in the log already)."""
@@ -513,18 +511,3 @@ def retire(service: Service, reap_wait_s: float = REAP_WAIT_S) -> None:
         while service.tasks() and time.monotonic() < deadline:
             time.sleep(POLL_S)
         service.remove()
-
-
-def _with_start(observed: Observation, started_at: float) -> Observation:
-    return dataclasses.replace(observed, started_at=started_at)
-
-
-def _events_client(manager: str | None) -> Callable[[], DockerClient]:
-    """A client of its own for the event stream: the watcher closes it when the stream ends."""
-
-    def connect() -> DockerClient:
-        if manager is None:
-            return docker.from_env()
-        return DockerClient(base_url=manager, version="auto")
-
-    return connect

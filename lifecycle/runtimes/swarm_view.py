@@ -117,12 +117,13 @@ def task_error(task: TaskInfo) -> str:
     return str(status.get("Err") or "")
 
 
-def task_observation(task: TaskInfo | None) -> Observation:
-    """The server as its newest task shows it; no task at all is a server gone without trace."""
+def task_observation(task: TaskInfo | None, started_at: float | None = None) -> Observation:
+    """The server as its newest task shows it; no task at all is a server gone without trace.
+    ``started_at``: when the server started if the task doesn't say (the handle's time)."""
     if task is None:
-        return Observation(running=False, missing=True)
+        return Observation(running=False, missing=True, started_at=started_at)
     status = task.get("Status") or {}
-    started = parse_docker_time(task.get("CreatedAt"))
+    started = parse_docker_time(task.get("CreatedAt")) or started_at
     if task_state(task) in LIVE_STATES:
         return Observation(running=True, started_at=started)
     code = (status.get("ContainerStatus") or {}).get("ExitCode")
